@@ -1,0 +1,243 @@
+//! The `entente` command: run the server and administer it.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use entente_server::config::Config;
+use entente_xmpp_proto::scram::{Credentials, DEFAULT_ITERATIONS};
+
+#[derive(Parser)]
+#[command(
+    name = "entente",
+    version,
+    about = "Presence and IM federation server (XMPP and SIP/SIMPLE)"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Configuration file (TOML). Without one, built-in defaults apply.
+    #[arg(long, short = 'c', global = true, env = "ENTENTE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The domain to serve (overrides `domain` in the file).
+    #[arg(long, global = true)]
+    domain: Option<String>,
+    /// The data directory (overrides `data_dir` in the file).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve,
+    /// Check or show configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Manage local user accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a configuration file; names the key and the problem on error.
+    Check {
+        /// The file to check (defaults to --config).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create an account. The password is read from a prompt, or from standard input when it is
+    /// not a terminal.
+    Add { name: String },
+    /// Delete an account and everything stored for it.
+    Remove { name: String },
+    /// List accounts.
+    List,
+    /// Change an account's password (prompt or standard input).
+    Passwd { name: String },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("entente: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(g: &Global) -> Result<Config> {
+    let mut cfg = match &g.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &g.domain {
+        cfg.domain = d.trim_end_matches('.').to_ascii_lowercase();
+    }
+    if let Some(d) = &g.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Config(ConfigCmd::Check { file }) => {
+            let Some(path) = file.or(cli.global.config.clone()) else {
+                bail!("name a file: entente config check FILE");
+            };
+            Config::load(&path)?;
+            println!("{}: OK", path.display());
+            Ok(())
+        }
+        Cmd::Serve => {
+            let cfg = load_config(&cli.global)?;
+            init_logging(&cfg)?;
+            runtime()?.block_on(serve(cfg))
+        }
+        Cmd::User(u) => {
+            let cfg = load_config(&cli.global)?;
+            runtime()?.block_on(user_cmd(cfg, u))
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_logging(cfg: &Config) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        .with_context(|| format!("log.level: {:?} is not a valid filter", cfg.log.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    let server = entente_server::Server::start(cfg).await?;
+    tracing::info!("Entente is running; press Ctrl-C to stop");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn open_store(cfg: &Config) -> Result<entente_store::Store> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    entente_store::Store::open(&cfg.database_url())
+        .await
+        .with_context(|| format!("opening the database {}", cfg.database_url()))
+}
+
+fn user_jid(cfg: &Config, name: &str) -> Result<String> {
+    // Accept both "alice" and "alice@domain".
+    let local = match name.split_once('@') {
+        Some((l, d)) => {
+            if !d.eq_ignore_ascii_case(&cfg.domain) {
+                bail!("{name}: this server hosts {}, not {d}", cfg.domain);
+            }
+            l
+        }
+        None => name,
+    };
+    let local = entente_model::jid::validate_username(local)
+        .map_err(|e| anyhow::anyhow!("{name:?} is not a valid user name: {e}"))?;
+    Ok(format!("{local}@{}", cfg.domain))
+}
+
+fn read_password(confirm: bool) -> Result<String> {
+    let pw = if std::io::stdin().is_terminal() {
+        let pw = rpassword::prompt_password("Password: ").context("reading the password")?;
+        if confirm {
+            let again = rpassword::prompt_password("Again: ").context("reading the password")?;
+            if again != pw {
+                bail!("the passwords differ");
+            }
+        }
+        pw
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if pw.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(pw)
+}
+
+async fn user_cmd(cfg: Config, cmd: UserCmd) -> Result<()> {
+    let store = open_store(&cfg).await?;
+    match cmd {
+        UserCmd::Add { name } => {
+            let jid = user_jid(&cfg, &name)?;
+            if store.user_exists(&jid).await? {
+                bail!("{jid} already exists");
+            }
+            let pw = read_password(true)?;
+            let creds = Credentials::derive(&pw, DEFAULT_ITERATIONS);
+            store
+                .user_create(&entente_server::c2s::to_record(&jid, &creds))
+                .await?;
+            println!("created {jid}");
+        }
+        UserCmd::Remove { name } => {
+            let jid = user_jid(&cfg, &name)?;
+            store.user_delete(&jid).await?;
+            println!("removed {jid}");
+        }
+        UserCmd::List => {
+            for u in store.user_list(&cfg.domain).await? {
+                println!("{u}");
+            }
+        }
+        UserCmd::Passwd { name } => {
+            let jid = user_jid(&cfg, &name)?;
+            if !store.user_exists(&jid).await? {
+                bail!("{jid} does not exist");
+            }
+            let pw = read_password(true)?;
+            let creds = Credentials::derive(&pw, DEFAULT_ITERATIONS);
+            store
+                .user_set_credentials(&entente_server::c2s::to_record(&jid, &creds))
+                .await?;
+            println!("changed the password of {jid}");
+        }
+    }
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Configuration: one TOML file covers every setting, and every setting has a default, so
+//! `entente serve` runs with no file at all. `docs/configuration.md` lists every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The XMPP domain this server hosts.
+    pub domain: String,
+    /// Where the database and the generated certificate live.
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub tls: TlsConfig,
+    pub c2s: C2sConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://…`; default `sqlite://<data_dir>/entente.db`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; default: a self-signed certificate generated in `<data_dir>/tls/`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2sConfig {
+    /// Addresses to listen on for client connections.
+    pub listen: Vec<String>,
+    /// Refuse authentication before STARTTLS.
+    pub require_tls: bool,
+    /// Largest stanza a client may send, in bytes.
+    pub max_stanza_bytes: usize,
+    /// Deepest XML nesting inside a stanza.
+    pub max_depth: usize,
+    /// Seconds a client has from connecting to binding a resource.
+    pub handshake_timeout_secs: u64,
+    /// Seconds of silence after which a bound client is disconnected (0: never).
+    pub idle_timeout_secs: u64,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+    /// Stanzas a client may send per second (sustained), with a burst of twice that.
+    pub max_stanzas_per_second: u32,
+    /// Failed SASL attempts before the stream is closed.
+    pub max_auth_failures: u32,
+}
+
+impl Default for C2sConfig {
+    fn default() -> Self {
+        C2sConfig {
+            listen: vec!["127.0.0.1:5222".to_string()],
+            require_tls: true,
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 32,
+            handshake_timeout_secs: 60,
+            idle_timeout_secs: 900,
+            max_connections: 10_000,
+            max_stanzas_per_second: 200,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Offline messages kept per user; senders beyond it get an error.
+    pub offline_messages_per_user: u64,
+    /// Items in one user's roster.
+    pub roster_items_per_user: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            offline_messages_per_user: 500,
+            roster_items_per_user: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing` filter, e.g. `info` or `entente_server=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".to_string(),
+            level: "info".to_string(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: "localhost".to_string(),
+            data_dir: PathBuf::from("entente-data"),
+            database: DatabaseConfig::default(),
+            tls: TlsConfig::default(),
+            c2s: C2sConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            message,
+        };
+        entente_model::jid::Jid::domain_only(&self.domain).map_err(|e| {
+            invalid(
+                "domain",
+                format!("{:?} is not a valid domain: {e}", self.domain),
+            )
+        })?;
+        if self.c2s.listen.is_empty() {
+            return Err(invalid(
+                "c2s.listen",
+                "at least one address is needed".into(),
+            ));
+        }
+        for (i, l) in self.c2s.listen.iter().enumerate() {
+            l.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    &format!("c2s.listen[{i}]"),
+                    format!("{l:?} is not an address:port: {e}"),
+                )
+            })?;
+        }
+        if self.c2s.max_stanza_bytes < 1024 {
+            return Err(invalid(
+                "c2s.max_stanza_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if self.c2s.max_depth < 4 {
+            return Err(invalid("c2s.max_depth", "must be at least 4".into()));
+        }
+        if self.c2s.max_connections == 0 {
+            return Err(invalid("c2s.max_connections", "must be at least 1".into()));
+        }
+        if self.c2s.max_stanzas_per_second == 0 {
+            return Err(invalid(
+                "c2s.max_stanzas_per_second",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.c2s.max_auth_failures == 0 {
+            return Err(invalid(
+                "c2s.max_auth_failures",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.c2s.handshake_timeout_secs == 0 {
+            return Err(invalid(
+                "c2s.handshake_timeout_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(invalid(
+                "tls",
+                "set both tls.cert and tls.key, or neither".into(),
+            ));
+        }
+        if let Some(url) = &self.database.url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres:")
+                || url.starts_with("postgresql:"))
+            {
+                return Err(invalid(
+                    "database.url",
+                    format!("{url:?}: only sqlite:// and postgres:// are supported"),
+                ));
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "log.format",
+                format!("{:?}: use \"text\" or \"json\"", self.log.format),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("entente.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.domain, "localhost");
+        assert_eq!(c.c2s.listen, vec!["127.0.0.1:5222"]);
+        assert!(c.c2s.require_tls);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[c2s]\nlisten = [\"nope\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c2s.listen[0]"), "{e}");
+        let e = Config::parse("[c2s]\nlistn = []").unwrap_err().to_string();
+        assert!(e.contains("listn"), "{e}");
+        let e = Config::parse("domain = \"bad domain\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("domain"), "{e}");
+        let e = Config::parse("[c2s]\nmax_stanza_bytes = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_stanza_bytes"), "{e}");
+    }
+}

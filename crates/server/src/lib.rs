@@ -1,0 +1,92 @@
+//! Entente's I/O layer: listeners, TLS, connection tasks, the router between sessions, and the
+//! IM/presence logic that ties them to the store.
+//!
+//! Protocol state machines live in the sans-IO crates (`entente-xmpp-proto`, `entente-sip-proto`);
+//! this crate owns every socket, timer and task.
+
+pub mod c2s;
+pub mod config;
+pub mod hub;
+pub mod router;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use config::Config;
+pub use hub::Hub;
+
+/// A running server.
+pub struct Server {
+    pub hub: Arc<Hub>,
+    /// The addresses the client listeners are bound to.
+    pub c2s_addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Opens the store, prepares TLS and binds every listener.
+    pub async fn start(cfg: Config) -> Result<Server> {
+        let cfg = Arc::new(cfg);
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+        let store = entente_store::Store::open(&cfg.database_url())
+            .await
+            .with_context(|| format!("opening the database {}", cfg.database_url()))?;
+        let paths = tls::ensure_certificate(
+            cfg.tls.cert.as_deref(),
+            cfg.tls.key.as_deref(),
+            &cfg.data_dir,
+            &cfg.domain,
+        )?;
+        if paths.generated {
+            tracing::info!(cert = %paths.cert.display(), "generated a self-signed certificate");
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&paths)?);
+        let hub = Arc::new(Hub::new(cfg.clone(), store));
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut c2s_addrs = Vec::new();
+        for addr in &cfg.c2s.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for clients on {addr} (c2s.listen)"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(addr = %local, domain = %cfg.domain, "accepting XMPP clients");
+            c2s_addrs.push(local);
+            tasks.spawn(c2s::listen(
+                hub.clone(),
+                listener,
+                acceptor.clone(),
+                rx.clone(),
+            ));
+        }
+        Ok(Server {
+            hub,
+            c2s_addrs,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, tells every client the server is shutting down, and waits a moment for
+    /// the streams to close.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        // Give connection tasks a moment to write their stream errors.
+        for _ in 0..20 {
+            if self.hub.sessions.count() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.hub.store.close().await;
+    }
+}
