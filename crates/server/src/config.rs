@@ -17,8 +17,119 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub tls: TlsConfig,
     pub c2s: C2sConfig,
+    pub s2s: S2sConfig,
+    pub dns: DnsConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+}
+
+/// XMPP server-to-server federation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S2sConfig {
+    /// Federation on or off. Off, every foreign domain is unreachable.
+    pub enabled: bool,
+    /// Addresses to accept server-to-server streams on (STARTTLS).
+    pub listen: Vec<String>,
+    /// Addresses for direct-TLS server-to-server streams (XEP-0368); none by default.
+    pub direct_tls_listen: Vec<String>,
+    /// `open`, `allowlist` or `denylist`, applied to `domains`.
+    pub policy: FederationPolicy,
+    /// The domains the policy names.
+    pub domains: Vec<String>,
+    /// Require certificate authentication (SASL EXTERNAL); no dialback.
+    pub secure_auth: bool,
+    /// Extra trust anchors (PEM) besides the system's, for peer certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Use the system's trust anchors as well as `ca_file`.
+    pub system_roots: bool,
+    /// Seconds an outbound stream may stay unused before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds for one TCP connect plus stream negotiation.
+    pub connect_timeout_secs: u64,
+    /// Seconds to keep retrying an unreachable domain before queued stanzas bounce.
+    pub retry_timeout_secs: u64,
+    /// Stanzas queued per foreign domain while it is unreachable; beyond, new ones bounce.
+    pub queue_max: usize,
+    /// Largest stanza a peer may send.
+    pub max_stanza_bytes: usize,
+    /// Stanzas per second an inbound stream may carry (burst: twice as many).
+    pub max_stanzas_per_second: u32,
+    /// Host names published in SRV records by `entente dns-records` (default: the domain).
+    pub public_hosts: Vec<String>,
+    /// Per-domain settings.
+    pub peer: Vec<PeerConfig>,
+}
+
+impl Default for S2sConfig {
+    fn default() -> Self {
+        S2sConfig {
+            enabled: false,
+            listen: vec!["0.0.0.0:5269".to_string()],
+            direct_tls_listen: Vec::new(),
+            policy: FederationPolicy::Open,
+            domains: Vec::new(),
+            secure_auth: false,
+            ca_file: None,
+            system_roots: true,
+            idle_timeout_secs: 600,
+            connect_timeout_secs: 10,
+            retry_timeout_secs: 120,
+            queue_max: 1000,
+            max_stanza_bytes: 256 * 1024,
+            max_stanzas_per_second: 1000,
+            public_hosts: Vec::new(),
+            peer: Vec::new(),
+        }
+    }
+}
+
+/// The admin's federation policy (the seed's "Presence Subscriptions and Blocking Levels").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FederationPolicy {
+    /// Any domain may federate.
+    Open,
+    /// Only the listed domains.
+    Allowlist,
+    /// All but the listed domains.
+    Denylist,
+}
+
+/// Settings for one foreign domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub domain: String,
+    /// `required` (default), `optional` or `never` (plain TCP with dialback, the seed's
+    /// GoogleTalk case).
+    #[serde(default = "default_peer_tls")]
+    pub tls: PeerTls,
+    /// Static routes (`host:port`, `tls://host:port` for direct TLS) tried before DNS.
+    #[serde(default)]
+    pub routes: Vec<String>,
+}
+
+fn default_peer_tls() -> PeerTls {
+    PeerTls::Required
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerTls {
+    Required,
+    Optional,
+    Never,
+}
+
+/// How foreign domains are located.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Name servers (`ip:port`) to ask instead of the system's.
+    pub nameservers: Vec<String>,
+    /// Seconds for one DNS query attempt.
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -120,6 +231,8 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             tls: TlsConfig::default(),
             c2s: C2sConfig::default(),
+            s2s: S2sConfig::default(),
+            dns: DnsConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
         }
@@ -240,6 +353,29 @@ impl Config {
                 ));
             }
         }
+        for (i, l) in self.s2s.listen.iter().chain(&self.s2s.direct_tls_listen).enumerate() {
+            l.parse::<SocketAddr>()
+                .map_err(|e| invalid(&format!("s2s.listen[{i}]"), format!("{l:?} is not an address:port: {e}")))?;
+        }
+        for (i, d) in self.s2s.domains.iter().enumerate() {
+            entente_model::jid::Jid::domain_only(d)
+                .map_err(|e| invalid(&format!("s2s.domains[{i}]"), format!("{d:?}: {e}")))?;
+        }
+        for (i, p) in self.s2s.peer.iter().enumerate() {
+            entente_model::jid::Jid::domain_only(&p.domain)
+                .map_err(|e| invalid(&format!("s2s.peer[{i}].domain"), format!("{:?}: {e}", p.domain)))?;
+            for (j, r) in p.routes.iter().enumerate() {
+                r.parse::<entente_dns::StaticRoute>()
+                    .map_err(|e| invalid(&format!("s2s.peer[{i}].routes[{j}]"), format!("{r:?}: {e}")))?;
+            }
+        }
+        for (i, n) in self.dns.nameservers.iter().enumerate() {
+            n.parse::<SocketAddr>()
+                .map_err(|e| invalid(&format!("dns.nameservers[{i}]"), format!("{n:?} is not an ip:port: {e}")))?;
+        }
+        if self.s2s.max_stanza_bytes < 1024 {
+            return Err(invalid("s2s.max_stanza_bytes", "must be at least 1024".into()));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid(
                 "log.format",
@@ -247,6 +383,25 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The settings for one foreign domain, if any.
+    pub fn peer(&self, domain: &str) -> Option<&PeerConfig> {
+        self.s2s.peer.iter().find(|p| p.domain.eq_ignore_ascii_case(domain))
+    }
+
+    /// Whether the admin's federation policy allows `domain`.
+    pub fn federation_allowed(&self, domain: &str) -> bool {
+        let listed = self
+            .s2s
+            .domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain.trim_end_matches('.')));
+        match self.s2s.policy {
+            FederationPolicy::Open => true,
+            FederationPolicy::Allowlist => listed,
+            FederationPolicy::Denylist => !listed,
+        }
     }
 
     /// The database URL in effect.

@@ -8,6 +8,7 @@ pub mod c2s;
 pub mod config;
 pub mod hub;
 pub mod router;
+pub mod s2s;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ pub struct Server {
     pub hub: Arc<Hub>,
     /// The addresses the client listeners are bound to.
     pub c2s_addrs: Vec<SocketAddr>,
+    /// The addresses the server-to-server listeners are bound to.
+    pub s2s_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -49,7 +52,11 @@ impl Server {
             tracing::info!(cert = %paths.cert.display(), "generated a self-signed certificate");
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&paths)?);
-        let hub = Arc::new(Hub::new(cfg.clone(), store));
+        let s2s = s2s::S2s::new(cfg.clone(), tls::Identity::load(&paths)?)?;
+        let mut hub = Hub::new(cfg.clone(), store);
+        hub.set_remote(s2s.clone());
+        let hub = Arc::new(hub);
+        s2s.set_hub(&hub);
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut c2s_addrs = Vec::new();
@@ -67,9 +74,24 @@ impl Server {
                 rx.clone(),
             ));
         }
+        let mut s2s_addrs = Vec::new();
+        if cfg.s2s.enabled {
+            let plain = cfg.s2s.listen.iter().map(|a| (a, false));
+            let direct = cfg.s2s.direct_tls_listen.iter().map(|a| (a, true));
+            for (addr, direct_tls) in plain.chain(direct) {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening for federation on {addr} (s2s.listen)"))?;
+                let local = listener.local_addr()?;
+                tracing::info!(addr = %local, direct_tls, "accepting XMPP federation");
+                s2s_addrs.push(local);
+                tasks.spawn(s2s.clone().listen(listener, direct_tls, rx.clone()));
+            }
+        }
         Ok(Server {
             hub,
             c2s_addrs,
+            s2s_addrs,
             shutdown,
             tasks,
         })

@@ -7,6 +7,7 @@
 //!   DTDs and entity declarations).
 //! - [`element`]: the element tree stanzas are held in, and its serializer.
 //! - [`c2s`]: client-to-server stream negotiation (RFC 6120: STARTTLS, SASL, resource binding).
+//! - [`s2s`]: server-to-server streams: STARTTLS, SASL EXTERNAL, Server Dialback.
 //! - [`scram`]: SASL SCRAM-SHA-1/-256 and PLAIN against stored SCRAM keys.
 //! - [`stanza`]: helpers for building replies and errors.
 //!
@@ -16,6 +17,7 @@
 pub mod c2s;
 pub mod element;
 pub mod framer;
+pub mod s2s;
 pub mod scram;
 pub mod stanza;
 mod stream_error;
