@@ -14,6 +14,9 @@ import time
 
 import pytest
 
+from certs import TestCA
+from prosody import ProsodyServer, prosody_installed
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(os.environ.get("ENTENTE_BIN", ROOT / "target" / "debug" / "entente"))
 
@@ -42,15 +45,18 @@ listen = ["127.0.0.1:{self.port}"]
 {extra_config}
 
 [log]
-level = "debug"
+level = "debug,sqlx=warn,rustls=info,hickory_proto=info,hickory_resolver=info"
 """
         )
         self.proc = None
         self.log_path = workdir / "entente.log"
 
+    #: A CA file clients should trust instead of the generated self-signed certificate.
+    trust = None
+
     @property
     def cert(self):
-        return self.data_dir / "tls" / "cert.pem"
+        return self.trust or (self.data_dir / "tls" / "cert.pem")
 
     def cli(self, *args, input=None, check=True):
         r = subprocess.run(
@@ -126,9 +132,22 @@ def server(workdir):
     s.stop()
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Remembers each phase's outcome on the test item, so fixtures can dump logs on failure."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request):
+    rep = getattr(request.node, "rep_call", None)
+    return rep is not None and rep.failed
+
+
 @pytest.fixture
-def make_server(workdir):
-    """Factory for servers with extra configuration."""
+def make_server(workdir, request):
+    """Factory for servers with extra configuration. On failure, their logs are printed."""
     made = []
 
     def make(extra_config="", domain="localhost", sub="srv"):
@@ -141,3 +160,31 @@ def make_server(workdir):
     yield make
     for s in made:
         s.stop()
+        if _failed(request) and s.log_path.exists():
+            print(f"\n----- entente log ({s.domain}, last 6000 chars) -----\n{s.log()[-6000:]}")
+
+
+@pytest.fixture
+def test_ca(workdir):
+    """A private CA for this test (certs.TestCA): .cert is the CA file, .issue(domain) makes certs."""
+    return TestCA(workdir / "ca")
+
+
+@pytest.fixture
+def make_prosody(workdir, request):
+    """Factory for real Prosody peers (prosody.ProsodyServer), started unless start=False, and
+    stopped at the end of the test. Skips the test when the `prosody` package is not installed."""
+    if not prosody_installed():
+        pytest.skip("prosody is not installed (Debian package `prosody`; .ci installs it)")
+    made = []
+
+    def make(domain, ip, *, start=True, **kw):
+        p = ProsodyServer(workdir / f"prosody-{domain}", domain, ip, **kw)
+        made.append(p)
+        return p.start() if start else p
+
+    yield make
+    for p in made:
+        p.stop()
+        if _failed(request):
+            print(f"\n----- prosody log ({p.domain}, last 6000 chars) -----\n{p.tail() if hasattr(p, 'tail') else ''}")

@@ -10,11 +10,14 @@ TIMEOUT = 10
 
 
 class Client(slixmpp.ClientXMPP):
-    def __init__(self, server, user, password, resource="test", mech="SCRAM-SHA-256", priority=0):
+    def __init__(self, server, user, password, resource="test", mech="SCRAM-SHA-256", priority=0,
+                 host=None):
         jid = f"{user}@{server.domain}/{resource}"
         super().__init__(jid, password, sasl_mech=mech)
         self.ent = server
         self.priority = priority
+        # The address to connect to (server.host if it has one, else 127.0.0.1); TLS checks server.domain.
+        self.connect_host = host or getattr(server, "host", "127.0.0.1")
         ctx = ssl.create_default_context(cafile=str(server.cert))
         ctx.check_hostname = True
         self.ssl_context = ctx
@@ -24,6 +27,9 @@ class Client(slixmpp.ClientXMPP):
         self.subscriptions = asyncio.Queue()
         self.messages = asyncio.Queue()
         self.pushes = asyncio.Queue()
+        self.errors = asyncio.Queue()
+        self.stream_errors = asyncio.Queue()
+        self.block_pushes = asyncio.Queue()
         self.started = asyncio.Event()
         self.failed = asyncio.Event()
         self.disconnected_evt = asyncio.Event()
@@ -34,13 +40,27 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("session_start", self._start)
         self.add_event_handler("failed_auth", lambda *_: self.failed.set())
         self.add_event_handler("disconnected", lambda *_: self.disconnected_evt.set())
-        self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
+        # Errors with a body also fire "message"; they go to `errors` only.
+        self.add_event_handler(
+            "message", lambda m: m["type"] != "error" and self.messages.put_nowait(m)
+        )
         self.add_event_handler("roster_update", lambda iq: self.pushes.put_nowait(iq))
-        for t in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
-            self.add_event_handler(f"presence_{t}", lambda p: self.subscriptions.put_nowait(p))
-        self.add_event_handler("presence_available", lambda p: self.presences.put_nowait(p))
-        self.add_event_handler("presence_unavailable", lambda p: self.presences.put_nowait(p))
+        self.add_event_handler("message_error", lambda m: self.errors.put_nowait(m))
+        self.add_event_handler("stream_error", lambda e: self.stream_errors.put_nowait(e))
+        self.add_event_handler("blocked", lambda iq: self.block_pushes.put_nowait(iq))
+        self.add_event_handler("unblocked", lambda iq: self.block_pushes.put_nowait(iq))
+        # slixmpp names presence events after <show> ("presence_away"), so take them all here.
+        self.add_event_handler("presence", self._on_presence)
         self.send_initial_presence = True
+
+    def _on_presence(self, p):
+        t = p["type"]
+        if t in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
+            self.subscriptions.put_nowait(p)
+        elif t == "error":
+            self.errors.put_nowait(p)
+        else:
+            self.presences.put_nowait(p)
 
     async def _start(self, _):
         await self.get_roster()
@@ -49,7 +69,7 @@ class Client(slixmpp.ClientXMPP):
         self.started.set()
 
     async def login(self):
-        self.connect(host="127.0.0.1", port=self.ent.port)
+        self.connect(host=self.connect_host, port=self.ent.port)
         done, _ = await asyncio.wait(
             [asyncio.ensure_future(self.started.wait()), asyncio.ensure_future(self.failed.wait())],
             timeout=TIMEOUT,
@@ -99,3 +119,51 @@ async def nothing_matching(queue, pred=lambda x: True, wait=1.0):
             return
         if pred(item):
             raise AssertionError(f"unexpected stanza: {item}")
+
+
+def avail_from(jid):
+    """Predicate: available presence (any show) from this bare or full JID."""
+    return lambda p: p["type"] != "unavailable" and (p["from"] == jid or p["from"].bare == jid)
+
+
+def unavail_from(jid):
+    return lambda p: p["type"] == "unavailable" and (p["from"] == jid or p["from"].bare == jid)
+
+
+def sub_from(ptype, jid):
+    return lambda p: p["type"] == ptype and p["from"].bare == jid
+
+
+def domain_of(c):
+    return c.ent.domain
+
+
+async def befriend(a, b):
+    """Mutual subscription between two logged-in clients; returns once both see each other."""
+    aj, bj = a.boundjid.bare, b.boundjid.bare
+    a.send_presence_subscription(pto=bj)
+    await next_matching(b.subscriptions, sub_from("subscribe", aj))
+    b.send_presence(pto=aj, ptype="subscribed")
+    await next_matching(a.subscriptions, sub_from("subscribed", bj))
+    await next_matching(a.presences, avail_from(bj))
+    b.send_presence_subscription(pto=aj)
+    await next_matching(a.subscriptions, sub_from("subscribe", bj))
+    a.send_presence(pto=bj, ptype="subscribed")
+    await next_matching(b.subscriptions, sub_from("subscribed", aj))
+    await next_matching(b.presences, avail_from(aj))
+
+
+def delay_stamp(stanza):
+    d = stanza.xml.find("{urn:xmpp:delay}delay")
+    return None if d is None else d.get("stamp")
+
+
+def error_condition(stanza):
+    """The defined condition of a stanza error, e.g. 'service-unavailable'."""
+    e = stanza.xml.find("{jabber:client}error")
+    if e is None:
+        return None
+    for c in e:
+        if c.tag.startswith("{urn:ietf:params:xml:ns:xmpp-stanzas}") and not c.tag.endswith("}text"):
+            return c.tag.split("}", 1)[1]
+    return None

@@ -44,6 +44,24 @@ enum Cmd {
     /// Manage local user accounts.
     #[command(subcommand)]
     User(UserCmd),
+    /// Presence tools.
+    #[command(subcommand)]
+    Presence(PresenceCmd),
+}
+
+#[derive(Subcommand)]
+enum PresenceCmd {
+    /// Print how every availability state of one profile appears to another (the seed's
+    /// tables 1-1 to 1-15, and the documented rules where they are silent).
+    Map {
+        /// Source profile: xmpp, cupc7, cupc8, moc, lync, aol, sametime, webex, simple,
+        /// fed-cupc7, fed-cupc8, fed-xmpp.
+        #[arg(long)]
+        from: String,
+        /// Target profile (same names).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +127,18 @@ fn run(cli: Cli) -> Result<()> {
             init_logging(&cfg)?;
             runtime()?.block_on(serve(cfg))
         }
+        Cmd::Presence(PresenceCmd::Map { from, to }) => {
+            use entente_model::availability::{render_matrix, Profile};
+            let names = || Profile::ALL.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
+            let from: Profile = from
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--from {from:?}: unknown profile; use one of {}", names()))?;
+            let to: Profile = to
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--to {to:?}: unknown profile; use one of {}", names()))?;
+            print!("{}", render_matrix(from, to));
+            Ok(())
+        }
         Cmd::User(u) => {
             let cfg = load_config(&cli.global)?;
             runtime()?.block_on(user_cmd(cfg, u))
@@ -129,6 +159,7 @@ fn init_logging(cfg: &Config) -> Result<()> {
         .with_context(|| format!("log.level: {:?} is not a valid filter", cfg.log.level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cfg.log.format == "json" {
         builder.json().init();

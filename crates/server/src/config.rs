@@ -353,28 +353,50 @@ impl Config {
                 ));
             }
         }
-        for (i, l) in self.s2s.listen.iter().chain(&self.s2s.direct_tls_listen).enumerate() {
-            l.parse::<SocketAddr>()
-                .map_err(|e| invalid(&format!("s2s.listen[{i}]"), format!("{l:?} is not an address:port: {e}")))?;
+        for (i, l) in self
+            .s2s
+            .listen
+            .iter()
+            .chain(&self.s2s.direct_tls_listen)
+            .enumerate()
+        {
+            l.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    &format!("s2s.listen[{i}]"),
+                    format!("{l:?} is not an address:port: {e}"),
+                )
+            })?;
         }
         for (i, d) in self.s2s.domains.iter().enumerate() {
             entente_model::jid::Jid::domain_only(d)
                 .map_err(|e| invalid(&format!("s2s.domains[{i}]"), format!("{d:?}: {e}")))?;
         }
         for (i, p) in self.s2s.peer.iter().enumerate() {
-            entente_model::jid::Jid::domain_only(&p.domain)
-                .map_err(|e| invalid(&format!("s2s.peer[{i}].domain"), format!("{:?}: {e}", p.domain)))?;
+            entente_model::jid::Jid::domain_only(&p.domain).map_err(|e| {
+                invalid(
+                    &format!("s2s.peer[{i}].domain"),
+                    format!("{:?}: {e}", p.domain),
+                )
+            })?;
             for (j, r) in p.routes.iter().enumerate() {
-                r.parse::<entente_dns::StaticRoute>()
-                    .map_err(|e| invalid(&format!("s2s.peer[{i}].routes[{j}]"), format!("{r:?}: {e}")))?;
+                r.parse::<entente_dns::StaticRoute>().map_err(|e| {
+                    invalid(&format!("s2s.peer[{i}].routes[{j}]"), format!("{r:?}: {e}"))
+                })?;
             }
         }
         for (i, n) in self.dns.nameservers.iter().enumerate() {
-            n.parse::<SocketAddr>()
-                .map_err(|e| invalid(&format!("dns.nameservers[{i}]"), format!("{n:?} is not an ip:port: {e}")))?;
+            n.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    &format!("dns.nameservers[{i}]"),
+                    format!("{n:?} is not an ip:port: {e}"),
+                )
+            })?;
         }
         if self.s2s.max_stanza_bytes < 1024 {
-            return Err(invalid("s2s.max_stanza_bytes", "must be at least 1024".into()));
+            return Err(invalid(
+                "s2s.max_stanza_bytes",
+                "must be at least 1024".into(),
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid(
@@ -387,7 +409,10 @@ impl Config {
 
     /// The settings for one foreign domain, if any.
     pub fn peer(&self, domain: &str) -> Option<&PeerConfig> {
-        self.s2s.peer.iter().find(|p| p.domain.eq_ignore_ascii_case(domain))
+        self.s2s
+            .peer
+            .iter()
+            .find(|p| p.domain.eq_ignore_ascii_case(domain))
     }
 
     /// Whether the admin's federation policy allows `domain`.

@@ -329,7 +329,9 @@ impl Hub {
                 return Ok(());
             }
             if let Some(st) = before {
-                return self.broadcast_unavailable(&st).await;
+                // RFC 6121 §4.5.2: the client's unavailable presence (with its status) goes to
+                // everyone who had the available one.
+                return self.broadcast_unavailable_with(&st, Some(&stored)).await;
             }
             return Ok(());
         }
@@ -434,6 +436,16 @@ impl Hub {
 
     /// Unavailable from a session to everyone who had its presence.
     async fn broadcast_unavailable(&self, st: &SessionState) -> Res<()> {
+        self.broadcast_unavailable_with(st, None).await
+    }
+
+    /// Like [`Self::broadcast_unavailable`], sending `template` (the client's own unavailable
+    /// presence, without `to`/`from`) when there is one.
+    async fn broadcast_unavailable_with(
+        &self,
+        st: &SessionState,
+        template: Option<&Element>,
+    ) -> Res<()> {
         let bare = st.handle.jid.to_bare();
         let mut targets: Vec<Jid> = Vec::new();
         for item in self.store.roster_all(&bare.to_string()).await? {
@@ -448,16 +460,22 @@ impl Hub {
                 targets.push(d.clone());
             }
         }
+        // Blocked contacts already saw the user go offline (XEP-0191 §3.3); they hear nothing.
+        let blocks = self.block_list(&bare).await?;
+        targets.retain(|t| !blocked_by(&blocks, t));
         for other in self.sessions.available(&bare) {
             if other.handle.id != st.handle.id {
                 targets.push(other.handle.jid.clone());
             }
         }
         for t in targets {
-            let p = Element::new("presence", NS_CLIENT)
-                .attr("type", "unavailable")
-                .attr("from", st.handle.jid.to_string())
-                .attr("to", t.to_string());
+            let mut p = match template {
+                Some(tpl) => tpl.clone(),
+                None => Element::new("presence", NS_CLIENT),
+            };
+            p.set_attr("type", "unavailable");
+            p.set_attr("from", st.handle.jid.to_string());
+            p.set_attr("to", t.to_string());
             self.route(p).await?;
         }
         Ok(())
@@ -561,7 +579,9 @@ impl Hub {
             SubKind::Subscribe | SubKind::Subscribed
                 if !row.in_roster && (out.changed || out.forward) =>
             {
-                if kind == SubKind::Subscribe || out.forward {
+                // RFC 6121 §3.4.2: a pre-approval for a contact not yet in the roster creates
+                // an item (subscription "none", approved "true") and pushes it.
+                if kind == SubKind::Subscribe || out.forward || row.sub.preapproved {
                     row.in_roster = true;
                     push = true;
                 }
@@ -1126,6 +1146,21 @@ impl Hub {
                 // subscribed contact gets the current presence again.
                 let now = self.block_list(&user).await?;
                 let roster = self.store.roster_all(&owner).await?;
+                let online = !self.sessions.available(&user).is_empty();
+                for row in roster.iter().filter(|r| r.sub.to && online) {
+                    let Ok(c) = Jid::parse(&row.contact) else {
+                        continue;
+                    };
+                    // The user stopped receiving the contact's presence while it was blocked;
+                    // probe so the user's resources learn it again (RFC 6121 §4.3).
+                    if blocked_by(&previously, &c) && !blocked_by(&now, &c) {
+                        let probe = Element::new("presence", NS_CLIENT)
+                            .attr("type", "probe")
+                            .attr("from", user.to_string())
+                            .attr("to", c.to_string());
+                        self.route(probe).await?;
+                    }
+                }
                 for row in roster.iter().filter(|r| r.sub.from) {
                     let Ok(c) = Jid::parse(&row.contact) else {
                         continue;
@@ -1262,6 +1297,10 @@ fn roster_item(row: &RosterRow) -> Element {
     if row.sub.pending_out {
         item.set_attr("ask", "subscribe");
     }
+    // RFC 6121 §2.1.2.1: a pre-approved contact carries approved="true".
+    if row.sub.preapproved {
+        item.set_attr("approved", "true");
+    }
     for g in &row.groups {
         item = item.child(Element::new("group", NS_ROSTER).text(g.clone()));
     }
@@ -1320,7 +1359,7 @@ mod tests {
     fn timestamps() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T10:26:40Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 
     #[test]

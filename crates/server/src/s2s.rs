@@ -20,7 +20,8 @@ use entente_dns::{Candidate, Locator};
 use entente_model::jid::Jid;
 use entente_xmpp_proto::element::{Node, NS_CLIENT, NS_SERVER};
 use entente_xmpp_proto::s2s::{
-    AuthMethod, Purpose, S2sIn, S2sInConfig, S2sInEvent, S2sOut, S2sOutConfig, S2sOutEvent, TlsPolicy,
+    AuthMethod, Purpose, S2sIn, S2sInConfig, S2sInEvent, S2sOut, S2sOutConfig, S2sOutEvent,
+    TlsPolicy,
 };
 use entente_xmpp_proto::stanza::{error_reply, ErrorType};
 use entente_xmpp_proto::{Element, Limits, StreamErrorCondition};
@@ -62,7 +63,8 @@ impl S2s {
     pub fn new(cfg: Arc<Config>, id: Identity) -> Result<Arc<S2s>> {
         let mut lc = entente_dns::LocatorConfig::default();
         for n in &cfg.dns.nameservers {
-            lc.nameservers.push(n.parse().with_context(|| format!("dns.nameservers: {n}"))?);
+            lc.nameservers
+                .push(n.parse().with_context(|| format!("dns.nameservers: {n}"))?);
         }
         if let Some(t) = cfg.dns.timeout_secs {
             lc.query_timeout = Duration::from_secs(t.max(1));
@@ -136,13 +138,17 @@ impl RemoteRouter for S2s {
             stanza.get_attr("from").and_then(|f| Jid::parse(f).ok()),
             stanza.get_attr("to").and_then(|t| Jid::parse(t).ok()),
         ) else {
-            return Err(RemoteError::NotFound("the stanza has no valid addresses".into()));
+            return Err(RemoteError::NotFound(
+                "the stanza has no valid addresses".into(),
+            ));
         };
         let local = from.domain().to_string();
         let remote = to.domain().to_string();
         if local != self.cfg.domain {
             // Never relay between two foreign domains.
-            return Err(RemoteError::NotFound(format!("{local} is not a domain of this server")));
+            return Err(RemoteError::NotFound(format!(
+                "{local} is not a domain of this server"
+            )));
         }
         if !self.cfg.s2s.enabled {
             return Err(RemoteError::NotFound(format!(
@@ -202,7 +208,12 @@ impl S2s {
     }
 
     /// Drives one outbound link until it is idle or has given up.
-    async fn run_link(self: Arc<Self>, local: String, remote: String, mut rx: mpsc::Receiver<Element>) {
+    async fn run_link(
+        self: Arc<Self>,
+        local: String,
+        remote: String,
+        mut rx: mpsc::Receiver<Element>,
+    ) {
         let mut queue: VecDeque<Element> = VecDeque::new();
         let mut first_failure: Option<Instant> = None;
         let mut backoff = Duration::from_millis(500);
@@ -213,7 +224,12 @@ impl S2s {
             }
             if queue.is_empty() {
                 // Wait for work, or end after being idle.
-                match tokio::time::timeout(Duration::from_secs(self.cfg.s2s.idle_timeout_secs), rx.recv()).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(self.cfg.s2s.idle_timeout_secs),
+                    rx.recv(),
+                )
+                .await
+                {
                     Ok(Some(el)) => queue.push_back(el),
                     _ => return,
                 }
@@ -246,7 +262,9 @@ impl S2s {
                         return;
                     }
                     // Keep what arrives meanwhile, bounded by the channel; wait and retry.
-                    let wait = backoff.min(retry_for.saturating_sub(started.elapsed())).max(Duration::from_millis(100));
+                    let wait = backoff
+                        .min(retry_for.saturating_sub(started.elapsed()))
+                        .max(Duration::from_millis(100));
                     tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
@@ -302,18 +320,30 @@ impl S2s {
             }
             while let Some(ev) = conn.stream.poll_event() {
                 if let S2sOutEvent::Closed { reason } = ev {
-                    tracing::info!(reason = reason.as_deref().unwrap_or("closed"), "federation link closed");
+                    tracing::info!(
+                        reason = reason.as_deref().unwrap_or("closed"),
+                        "federation link closed"
+                    );
                 }
             }
         }
     }
 
     /// Connects to `remote` and negotiates a stream for `purpose`, trying every candidate.
-    async fn connect_out(&self, local: &str, remote: &str, purpose: Purpose) -> Result<OutConn, Failure> {
-        let candidates = self.locator.xmpp_server(remote).await.map_err(|e| Failure {
-            text: format!("DNS: {e}"),
-            timeout: matches!(e, entente_dns::Error::Timeout { .. }),
-        })?;
+    async fn connect_out(
+        &self,
+        local: &str,
+        remote: &str,
+        purpose: Purpose,
+    ) -> Result<OutConn, Failure> {
+        let candidates = self
+            .locator
+            .xmpp_server(remote)
+            .await
+            .map_err(|e| Failure {
+                text: format!("DNS: {e}"),
+                timeout: matches!(e, entente_dns::Error::Timeout { .. }),
+            })?;
         let mut last = Failure {
             text: format!("no server found for {remote}"),
             timeout: false,
@@ -321,7 +351,12 @@ impl S2s {
         for cand in &candidates {
             for addr in &cand.addrs {
                 let t = Duration::from_secs(self.cfg.s2s.connect_timeout_secs);
-                match tokio::time::timeout(t, self.try_candidate(local, remote, cand, *addr, purpose.clone())).await {
+                match tokio::time::timeout(
+                    t,
+                    self.try_candidate(local, remote, cand, *addr, purpose.clone()),
+                )
+                .await
+                {
                     Ok(Ok(c)) => return Ok(c),
                     Ok(Err(e)) => {
                         tracing::debug!(candidate = %cand, %addr, error = %e.text, "candidate failed");
@@ -347,7 +382,10 @@ impl S2s {
         addr: std::net::SocketAddr,
         purpose: Purpose,
     ) -> Result<OutConn, Failure> {
-        let fail = |text: String| Failure { text, timeout: false };
+        let fail = |text: String| Failure {
+            text,
+            timeout: false,
+        };
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| fail(format!("connect to {cand} ({addr}): {e}")))?;
@@ -356,7 +394,8 @@ impl S2s {
         let (tls_cfg, cert_slot) = crate::tls::s2s_client_config(&self.roots, &self.id, strict)
             .map_err(|e| fail(format!("TLS set-up: {e:#}")))?;
         let connector = tokio_rustls::TlsConnector::from(tls_cfg);
-        let server_name = ServerName::try_from(remote.to_string()).map_err(|e| fail(format!("bad domain {remote}: {e}")))?;
+        let server_name = ServerName::try_from(remote.to_string())
+            .map_err(|e| fail(format!("bad domain {remote}: {e}")))?;
         let direct = cand.is_direct_tls();
         let mut io = if direct {
             let s = connector
@@ -384,8 +423,12 @@ impl S2s {
         loop {
             let out = stream.take_output();
             if !out.is_empty() {
-                io.write_all(&out).await.map_err(|e| fail(format!("write to {cand}: {e}")))?;
-                io.flush().await.map_err(|e| fail(format!("write to {cand}: {e}")))?;
+                io.write_all(&out)
+                    .await
+                    .map_err(|e| fail(format!("write to {cand}: {e}")))?;
+                io.flush()
+                    .await
+                    .map_err(|e| fail(format!("write to {cand}: {e}")))?;
             }
             while let Some(ev) = stream.poll_event() {
                 match ev {
@@ -400,18 +443,29 @@ impl S2s {
                         io = Conn::Tls(Box::new(s));
                         let ok = cert_slot.lock().map(|g| *g == Some(true)).unwrap_or(false);
                         if !ok && self.cfg.s2s.secure_auth {
-                            return Err(fail(format!("the certificate of {cand} is not valid for {remote}")));
+                            return Err(fail(format!(
+                                "the certificate of {cand} is not valid for {remote}"
+                            )));
                         }
                         stream.tls_established(ok);
                         let out = stream.take_output();
-                        io.write_all(&out).await.map_err(|e| fail(format!("write to {cand}: {e}")))?;
-                        io.flush().await.map_err(|e| fail(format!("write to {cand}: {e}")))?;
+                        io.write_all(&out)
+                            .await
+                            .map_err(|e| fail(format!("write to {cand}: {e}")))?;
+                        io.flush()
+                            .await
+                            .map_err(|e| fail(format!("write to {cand}: {e}")))?;
                     }
                     S2sOutEvent::Ready(auth) => {
                         if auth == AuthMethod::Dialback && self.cfg.s2s.secure_auth {
                             return Err(fail(format!("{remote} could only authenticate us with dialback, which secure_auth forbids")));
                         }
-                        return Ok(OutConn { io, stream, auth, verified: None });
+                        return Ok(OutConn {
+                            io,
+                            stream,
+                            auth,
+                            verified: None,
+                        });
                     }
                     S2sOutEvent::Verified { valid } => {
                         return Ok(OutConn {
@@ -430,7 +484,10 @@ impl S2s {
                     _ => {}
                 }
             }
-            let n = io.read(&mut buf).await.map_err(|e| fail(format!("read from {cand}: {e}")))?;
+            let n = io
+                .read(&mut buf)
+                .await
+                .map_err(|e| fail(format!("read from {cand}: {e}")))?;
             if n == 0 {
                 stream.eof();
             } else {
@@ -440,7 +497,13 @@ impl S2s {
     }
 
     /// Asks `originating`'s authoritative server whether `key` is valid (XEP-0220 §2.3).
-    async fn verify_dialback(self: Arc<Self>, receiving: String, originating: String, key: String, stream_id: String) -> bool {
+    async fn verify_dialback(
+        self: Arc<Self>,
+        receiving: String,
+        originating: String,
+        key: String,
+        stream_id: String,
+    ) -> bool {
         let purpose = Purpose::Verify { key, stream_id };
         match tokio::time::timeout(
             Duration::from_secs(self.cfg.s2s.connect_timeout_secs * 2),
@@ -465,7 +528,12 @@ impl S2s {
     // ---- inbound ----
 
     /// Accepts server-to-server connections until shutdown.
-    pub async fn listen(self: Arc<Self>, listener: TcpListener, direct_tls: bool, mut shutdown: watch::Receiver<bool>) {
+    pub async fn listen(
+        self: Arc<Self>,
+        listener: TcpListener,
+        direct_tls: bool,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let acceptor = match crate::tls::s2s_server_config(&self.id) {
             Ok(c) => tokio_rustls::TlsAcceptor::from(c),
             Err(e) => {
@@ -574,8 +642,16 @@ impl S2s {
                         io = Conn::ServerTls(Box::new(s));
                         stream.tls_established(names);
                     }
-                    S2sInEvent::DialbackVerify { originating, receiving, key, stream_id } => {
-                        if !self.cfg.federation_allowed(&originating) || self.cfg.s2s.secure_auth || !self.cfg.s2s.enabled {
+                    S2sInEvent::DialbackVerify {
+                        originating,
+                        receiving,
+                        key,
+                        stream_id,
+                    } => {
+                        if !self.cfg.federation_allowed(&originating)
+                            || self.cfg.s2s.secure_auth
+                            || !self.cfg.s2s.enabled
+                        {
                             tracing::info!(domain = %originating, "refusing a federation request (policy)");
                             stream.dialback_verified(&originating, &receiving, false);
                             continue;
@@ -583,24 +659,38 @@ impl S2s {
                         let me = self.clone();
                         let vtx = vtx.clone();
                         tokio::spawn(async move {
-                            let ok = me.verify_dialback(receiving.clone(), originating.clone(), key, stream_id).await;
+                            let ok = me
+                                .verify_dialback(
+                                    receiving.clone(),
+                                    originating.clone(),
+                                    key,
+                                    stream_id,
+                                )
+                                .await;
                             let _ = vtx.send((originating, receiving, ok)).await;
                         });
                     }
                     S2sInEvent::Authenticated { domain, method } => {
                         if !self.cfg.federation_allowed(&domain) || !self.cfg.s2s.enabled {
                             tracing::info!(%domain, "refusing a federated domain (policy)");
-                            stream.close_with_error(StreamErrorCondition::PolicyViolation, Some("federation with your domain is not permitted"));
+                            stream.close_with_error(
+                                StreamErrorCondition::PolicyViolation,
+                                Some("federation with your domain is not permitted"),
+                            );
                         } else {
                             tracing::info!(%domain, method = method.as_str(), "inbound federation stream authenticated");
                         }
                     }
                     S2sInEvent::Stanza(mut el) => {
                         let now = Instant::now();
-                        tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate * 2.0);
+                        tokens = (tokens + now.duration_since(last).as_secs_f64() * rate)
+                            .min(rate * 2.0);
                         last = now;
                         if tokens < 1.0 {
-                            stream.close_with_error(StreamErrorCondition::PolicyViolation, Some("too many stanzas per second"));
+                            stream.close_with_error(
+                                StreamErrorCondition::PolicyViolation,
+                                Some("too many stanzas per second"),
+                            );
                             continue;
                         }
                         tokens -= 1.0;
@@ -633,7 +723,10 @@ struct OutConn {
     verified: Option<bool>,
 }
 
-fn peer_names(roots: &Arc<RootCertStore>, certs: Option<&[rustls::pki_types::CertificateDer<'static>]>) -> Vec<String> {
+fn peer_names(
+    roots: &Arc<RootCertStore>,
+    certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> Vec<String> {
     match certs {
         Some(c) => crate::tls::valid_names(roots, c),
         None => Vec::new(),
@@ -698,10 +791,16 @@ impl AsyncWrite for Conn {
     ) -> std::task::Poll<std::io::Result<usize>> {
         conn_dispatch!(self, s => s.poll_write(cx, buf), std::task::Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         conn_dispatch!(self, s => s.poll_flush(cx), std::task::Poll::Ready(Ok(())))
     }
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         conn_dispatch!(self, s => s.poll_shutdown(cx), std::task::Poll::Ready(Ok(())))
     }
 }

@@ -145,7 +145,9 @@ pub fn valid_names(roots: &Arc<RootCertStore>, chain: &[CertificateDer<'static>]
     let Some((ee, intermediates)) = chain.split_first() else {
         return Vec::new();
     };
-    let Ok(verifier) = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider()).build() else {
+    let Ok(verifier) =
+        WebPkiServerVerifier::builder_with_provider(roots.clone(), provider()).build()
+    else {
         return Vec::new();
     };
     let names: Vec<String> = match webpki::EndEntityCert::try_from(ee) {
@@ -155,8 +157,13 @@ pub fn valid_names(roots: &Arc<RootCertStore>, chain: &[CertificateDer<'static>]
     names
         .into_iter()
         .filter(|n| {
-            let probe = n.strip_prefix("*.").map(|r| format!("wildcard-probe.{r}")).unwrap_or_else(|| n.clone());
-            let Ok(sn) = ServerName::try_from(probe) else { return false };
+            let probe = n
+                .strip_prefix("*.")
+                .map(|r| format!("wildcard-probe.{r}"))
+                .unwrap_or_else(|| n.clone());
+            let Ok(sn) = ServerName::try_from(probe) else {
+                return false;
+            };
             verifier
                 .verify_server_cert(ee, intermediates, &sn, &[], UnixTime::now())
                 .is_ok()
@@ -169,7 +176,9 @@ pub fn valid_names(roots: &Arc<RootCertStore>, chain: &[CertificateDer<'static>]
 /// `strict` (then nothing but certificate authentication is acceptable).
 #[derive(Debug)]
 struct RecordingVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+    /// `None` when there are no trust anchors at all: then no certificate is valid.
+    inner: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
     strict: bool,
     result: Arc<Mutex<Option<bool>>>,
 }
@@ -183,9 +192,10 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let r = self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
+        let r = match &self.inner {
+            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
+            None => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+        };
         *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.is_ok());
         match r {
             Ok(v) => Ok(v),
@@ -199,7 +209,7 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
     fn verify_tls13_signature(
         &self,
@@ -207,10 +217,10 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -237,12 +247,19 @@ pub fn s2s_client_config(
     id: &Identity,
     strict: bool,
 ) -> Result<(Arc<rustls::ClientConfig>, Arc<Mutex<Option<bool>>>)> {
-    let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
-        .build()
-        .context("building the certificate verifier")?;
+    let inner = if roots.is_empty() {
+        None
+    } else {
+        Some(
+            WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+                .build()
+                .context("building the certificate verifier")?,
+        )
+    };
     let result = Arc::new(Mutex::new(None));
     let verifier = Arc::new(RecordingVerifier {
         inner,
+        provider: provider(),
         strict,
         result: result.clone(),
     });
@@ -287,7 +304,12 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -295,10 +317,17 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -397,6 +397,8 @@ impl C2sStream {
             }
         } else {
             f.push_str("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>");
+            // RFC 6121 §3.4: the server supports subscription pre-approval.
+            f.push_str("<sub xmlns='urn:xmpp:features:pre-approval'/>");
         }
         f.push_str("</stream:features>");
         self.out.extend_from_slice(f.as_bytes());

@@ -66,7 +66,11 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn ct_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn header(from: &str, to: &str, id: Option<&str>) -> String {
@@ -214,7 +218,8 @@ impl S2sOut {
         }
         if let Err(e) = res {
             if !self.is_closed() {
-                self.out.extend_from_slice(e.condition().to_xml(Some(&e.to_string())).as_bytes());
+                self.out
+                    .extend_from_slice(e.condition().to_xml(Some(&e.to_string())).as_bytes());
                 self.fail(format!("the peer sent bad XML: {e}"));
             }
         }
@@ -240,7 +245,8 @@ impl S2sOut {
         if !self.is_ready() {
             return false;
         }
-        self.out.extend_from_slice(el.to_stream_string(NS_SERVER).as_bytes());
+        self.out
+            .extend_from_slice(el.to_stream_string(NS_SERVER).as_bytes());
         true
     }
 
@@ -287,7 +293,10 @@ impl S2sOut {
             if self.cfg.tls == TlsPolicy::Required && !self.tls {
                 return self.error_close(
                     StreamErrorCondition::PolicyViolation,
-                    format!("TLS is required for {} but the peer does not support XMPP 1.0 streams", self.cfg.remote),
+                    format!(
+                        "TLS is required for {} but the peer does not support XMPP 1.0 streams",
+                        self.cfg.remote
+                    ),
                 );
             }
             self.after_features(None);
@@ -307,7 +316,10 @@ impl S2sOut {
                 .map(|t| format!(" ({})", t.text_content()))
                 .unwrap_or_default();
             self.out.extend_from_slice(b"</stream:stream>");
-            return self.fail(format!("{} sent the stream error {cond}{text}", self.cfg.remote));
+            return self.fail(format!(
+                "{} sent the stream error {cond}{text}",
+                self.cfg.remote
+            ));
         }
         match self.state {
             OutState::Features => {
@@ -340,11 +352,15 @@ impl S2sOut {
                     match el.get_attr("type") {
                         Some("valid") => {
                             self.state = OutState::Ready;
-                            self.events.push_back(S2sOutEvent::Ready(AuthMethod::Dialback));
+                            self.events
+                                .push_back(S2sOutEvent::Ready(AuthMethod::Dialback));
                         }
                         Some("invalid") | Some("error") => {
                             self.out.extend_from_slice(b"</stream:stream>");
-                            self.fail(format!("{} did not accept our dialback key", self.cfg.remote));
+                            self.fail(format!(
+                                "{} did not accept our dialback key",
+                                self.cfg.remote
+                            ));
                         }
                         _ => {}
                     }
@@ -369,19 +385,24 @@ impl S2sOut {
         let starttls = f.and_then(|f| f.find("starttls", NS_TLS)).is_some();
         if self.authenticated {
             self.state = OutState::Ready;
-            self.events.push_back(S2sOutEvent::Ready(AuthMethod::SaslExternal));
+            self.events
+                .push_back(S2sOutEvent::Ready(AuthMethod::SaslExternal));
             return;
         }
         if !self.tls {
             if starttls && self.cfg.tls != TlsPolicy::Never {
-                self.out.extend_from_slice(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+                self.out
+                    .extend_from_slice(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
                 self.state = OutState::Proceed;
                 return;
             }
             if self.cfg.tls == TlsPolicy::Required {
                 return self.error_close(
                     StreamErrorCondition::PolicyViolation,
-                    format!("TLS is required for {} but it does not offer STARTTLS", self.cfg.remote),
+                    format!(
+                        "TLS is required for {} but it does not offer STARTTLS",
+                        self.cfg.remote
+                    ),
                 );
             }
         }
@@ -417,7 +438,10 @@ impl S2sOut {
         let Some(id) = self.stream_id.clone() else {
             return self.error_close(
                 StreamErrorCondition::InvalidNamespace,
-                format!("{} sent no stream id, so dialback is impossible", self.cfg.remote),
+                format!(
+                    "{} sent no stream id, so dialback is impossible",
+                    self.cfg.remote
+                ),
             );
         };
         let key = dialback_key(&self.cfg.secret, &self.cfg.remote, &self.cfg.local, &id);
@@ -468,10 +492,15 @@ pub enum S2sInEvent {
         stream_id: String,
     },
     /// A domain was authenticated on this stream.
-    Authenticated { domain: String, method: AuthMethod },
+    Authenticated {
+        domain: String,
+        method: AuthMethod,
+    },
     /// A stanza whose addresses passed the checks.
     Stanza(Element),
-    Closed { error: Option<StreamErrorCondition> },
+    Closed {
+        error: Option<StreamErrorCondition>,
+    },
 }
 
 enum InState {
@@ -651,7 +680,8 @@ impl S2sIn {
         self.ensure_header();
         self.out.extend_from_slice(cond.to_xml(text).as_bytes());
         self.state = InState::Closed;
-        self.events.push_back(S2sInEvent::Closed { error: Some(cond) });
+        self.events
+            .push_back(S2sInEvent::Closed { error: Some(cond) });
     }
 
     fn tls_needed(&self) -> bool {
@@ -663,15 +693,22 @@ impl S2sIn {
     }
 
     fn on_header(&mut self, h: Element) {
-        let to = h.get_attr("to").map(|t| t.trim_end_matches('.').to_ascii_lowercase());
-        let from = h.get_attr("from").map(|t| t.trim_end_matches('.').to_ascii_lowercase());
+        let to = h
+            .get_attr("to")
+            .map(|t| t.trim_end_matches('.').to_ascii_lowercase());
+        let from = h
+            .get_attr("from")
+            .map(|t| t.trim_end_matches('.').to_ascii_lowercase());
         if from.is_some() {
             self.peer_claim = from.clone();
         }
         let local = match to {
             Some(t) if self.cfg.local_domains.contains(&t) => t,
             Some(_) => {
-                self.stream_error(StreamErrorCondition::HostUnknown, Some("this server does not serve that domain"));
+                self.stream_error(
+                    StreamErrorCondition::HostUnknown,
+                    Some("this server does not serve that domain"),
+                );
                 return;
             }
             None => match self.cfg.local_domains.first() {
@@ -684,7 +721,10 @@ impl S2sIn {
         if h.get_attr("version").is_none() {
             // Pre-1.0 peer: no features; dialback only, and only where plain TCP is allowed.
             if self.tls_needed() {
-                self.stream_error(StreamErrorCondition::PolicyViolation, Some("TLS is required"));
+                self.stream_error(
+                    StreamErrorCondition::PolicyViolation,
+                    Some("TLS is required"),
+                );
             }
             return;
         }
@@ -709,18 +749,24 @@ impl S2sIn {
     fn on_element(&mut self, el: Element) {
         if !matches!(self.state, InState::Open) {
             if matches!(self.state, InState::TlsPending) {
-                self.stream_error(StreamErrorCondition::PolicyViolation, Some("data during the TLS negotiation"));
+                self.stream_error(
+                    StreamErrorCondition::PolicyViolation,
+                    Some("data during the TLS negotiation"),
+                );
             }
             return;
         }
         if el.is("starttls", NS_TLS) {
             if self.tls || !self.cfg.tls_available {
-                self.out.extend_from_slice(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>");
+                self.out.extend_from_slice(
+                    b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
+                );
                 self.state = InState::Closed;
                 self.events.push_back(S2sInEvent::Closed { error: None });
                 return;
             }
-            self.out.extend_from_slice(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+            self.out
+                .extend_from_slice(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
             self.state = InState::TlsPending;
             self.events.push_back(S2sInEvent::StartTls);
             return;
@@ -729,19 +775,28 @@ impl S2sIn {
             // The peer checks a key one of our outbound streams sent (XEP-0220 §2.4). This is
             // answered without authentication, but over TLS unless plain TCP is allowed.
             if self.tls_needed() {
-                return self.stream_error(StreamErrorCondition::PolicyViolation, Some("STARTTLS first"));
+                return self.stream_error(
+                    StreamErrorCondition::PolicyViolation,
+                    Some("STARTTLS first"),
+                );
             }
             return self.answer_verify(&el);
         }
         if self.tls_needed() {
-            return self.stream_error(StreamErrorCondition::PolicyViolation, Some("STARTTLS is required"));
+            return self.stream_error(
+                StreamErrorCondition::PolicyViolation,
+                Some("STARTTLS is required"),
+            );
         }
         if el.is("auth", NS_SASL) {
             return self.sasl_external(&el);
         }
         if el.is("result", NS_DIALBACK) {
             let (Some(from), Some(to)) = (el.get_attr("from"), el.get_attr("to")) else {
-                return self.stream_error(StreamErrorCondition::ImproperAddressing, Some("db:result needs from and to"));
+                return self.stream_error(
+                    StreamErrorCondition::ImproperAddressing,
+                    Some("db:result needs from and to"),
+                );
             };
             let from = from.to_ascii_lowercase();
             let to = to.to_ascii_lowercase();
@@ -758,7 +813,10 @@ impl S2sIn {
                 return;
             }
             if entente_model::jid::Jid::domain_only(&from).is_err() {
-                return self.stream_error(StreamErrorCondition::ImproperAddressing, Some("bad domain in db:result"));
+                return self.stream_error(
+                    StreamErrorCondition::ImproperAddressing,
+                    Some("bad domain in db:result"),
+                );
             }
             let key = el.text_content().trim().to_string();
             self.events.push_back(S2sInEvent::DialbackVerify {
@@ -779,8 +837,13 @@ impl S2sIn {
     }
 
     fn answer_verify(&mut self, el: &Element) {
-        let (Some(from), Some(to), Some(id)) = (el.get_attr("from"), el.get_attr("to"), el.get_attr("id")) else {
-            return self.stream_error(StreamErrorCondition::ImproperAddressing, Some("db:verify needs from, to and id"));
+        let (Some(from), Some(to), Some(id)) =
+            (el.get_attr("from"), el.get_attr("to"), el.get_attr("id"))
+        else {
+            return self.stream_error(
+                StreamErrorCondition::ImproperAddressing,
+                Some("db:verify needs from, to and id"),
+            );
         };
         let to_l = to.to_ascii_lowercase();
         let from_l = from.to_ascii_lowercase();
@@ -802,7 +865,9 @@ impl S2sIn {
 
     fn sasl_external(&mut self, el: &Element) {
         if el.get_attr("mechanism") != Some("EXTERNAL") || !self.tls || self.sasl_done {
-            self.out.extend_from_slice(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><invalid-mechanism/></failure>");
+            self.out.extend_from_slice(
+                b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><invalid-mechanism/></failure>",
+            );
             return;
         }
         let text = el.text_content();
@@ -816,14 +881,23 @@ impl S2sIn {
                 .map(|s| s.to_ascii_lowercase())
         };
         let Some(domain) = authzid else {
-            self.out.extend_from_slice(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><malformed-request/></failure>");
+            self.out.extend_from_slice(
+                b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><malformed-request/></failure>",
+            );
             return;
         };
-        if !self.cert_names.iter().any(|n| cert_name_matches(n, &domain)) {
-            self.out.extend_from_slice(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>");
+        if !self
+            .cert_names
+            .iter()
+            .any(|n| cert_name_matches(n, &domain))
+        {
+            self.out.extend_from_slice(
+                b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>",
+            );
             return;
         }
-        self.out.extend_from_slice(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+        self.out
+            .extend_from_slice(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
         self.sasl_done = true;
         self.authenticated.insert(domain.clone());
         self.events.push_back(S2sInEvent::Authenticated {
@@ -838,17 +912,32 @@ impl S2sIn {
 
     fn check_stanza(&mut self, el: Element) {
         let (Some(from), Some(to)) = (el.get_attr("from"), el.get_attr("to")) else {
-            return self.stream_error(StreamErrorCondition::ImproperAddressing, Some("a stanza needs from and to"));
+            return self.stream_error(
+                StreamErrorCondition::ImproperAddressing,
+                Some("a stanza needs from and to"),
+            );
         };
-        let (Ok(from), Ok(to)) = (entente_model::jid::Jid::parse(from), entente_model::jid::Jid::parse(to)) else {
-            return self.stream_error(StreamErrorCondition::ImproperAddressing, Some("malformed address"));
+        let (Ok(from), Ok(to)) = (
+            entente_model::jid::Jid::parse(from),
+            entente_model::jid::Jid::parse(to),
+        ) else {
+            return self.stream_error(
+                StreamErrorCondition::ImproperAddressing,
+                Some("malformed address"),
+            );
         };
         if !self.authenticated.contains(from.domain()) {
-            return self.stream_error(StreamErrorCondition::InvalidFrom, Some("that domain is not authenticated on this stream"));
+            return self.stream_error(
+                StreamErrorCondition::InvalidFrom,
+                Some("that domain is not authenticated on this stream"),
+            );
         }
         if !self.cfg.local_domains.iter().any(|d| d == to.domain()) {
             // No relaying between foreign domains.
-            return self.stream_error(StreamErrorCondition::HostUnknown, Some("this server does not serve that domain"));
+            return self.stream_error(
+                StreamErrorCondition::HostUnknown,
+                Some("this server does not serve that domain"),
+            );
         }
         self.events.push_back(S2sInEvent::Stanza(el));
     }
@@ -896,7 +985,12 @@ mod tests {
 
     /// Shuttles bytes between the two sides until neither has output, answering TLS events
     /// as a driver would (TLS is simulated: both sides just restart).
-    fn pump(o: &mut S2sOut, i: &mut S2sIn, cert_names: &[&str], cert_ok: bool) -> (Vec<S2sOutEvent>, Vec<S2sInEvent>) {
+    fn pump(
+        o: &mut S2sOut,
+        i: &mut S2sIn,
+        cert_names: &[&str],
+        cert_ok: bool,
+    ) -> (Vec<S2sOutEvent>, Vec<S2sInEvent>) {
         let mut oe = Vec::new();
         let mut ie = Vec::new();
         for _ in 0..50 {
@@ -936,13 +1030,18 @@ mod tests {
         let mut o = S2sOut::new(out_cfg(Purpose::Traffic, TlsPolicy::Required));
         let mut i = S2sIn::new(in_cfg());
         let (oe, ie) = pump(&mut o, &mut i, &["a.test"], true);
-        assert!(oe.contains(&S2sOutEvent::Ready(AuthMethod::SaslExternal)), "{oe:?}");
+        assert!(
+            oe.contains(&S2sOutEvent::Ready(AuthMethod::SaslExternal)),
+            "{oe:?}"
+        );
         assert!(ie.contains(&S2sInEvent::Authenticated {
             domain: "a.test".into(),
             method: AuthMethod::SaslExternal
         }));
         // Stanzas flow and are checked.
-        let m = Element::new("message", NS_SERVER).attr("from", "x@a.test").attr("to", "y@b.test");
+        let m = Element::new("message", NS_SERVER)
+            .attr("from", "x@a.test")
+            .attr("to", "y@b.test");
         assert!(o.send_stanza(&m));
         let bytes = o.take_output();
         i.receive(&bytes);
@@ -954,19 +1053,34 @@ mod tests {
         let mut o = S2sOut::new(out_cfg(Purpose::Traffic, TlsPolicy::Required));
         let mut i = S2sIn::new(in_cfg());
         let (_, ie) = pump(&mut o, &mut i, &[], false);
-        let Some(S2sInEvent::DialbackVerify { originating, receiving, key, stream_id }) =
-            ie.into_iter().find(|e| matches!(e, S2sInEvent::DialbackVerify { .. }))
+        let Some(S2sInEvent::DialbackVerify {
+            originating,
+            receiving,
+            key,
+            stream_id,
+        }) = ie
+            .into_iter()
+            .find(|e| matches!(e, S2sInEvent::DialbackVerify { .. }))
         else {
             panic!("no dialback request");
         };
-        assert_eq!((originating.as_str(), receiving.as_str()), ("a.test", "b.test"));
+        assert_eq!(
+            (originating.as_str(), receiving.as_str()),
+            ("a.test", "b.test")
+        );
         // b.test's server verifies the key with a.test's authoritative server: a verify stream
         // from b.test to a.test, answered by an inbound stream on a.test holding a.test's secret.
         let mut vo = S2sOut::new(S2sOutConfig {
             local: "b.test".into(),
             remote: "a.test".into(),
             secret: "other".into(),
-            ..out_cfg(Purpose::Verify { key: key.clone(), stream_id: stream_id.clone() }, TlsPolicy::Required)
+            ..out_cfg(
+                Purpose::Verify {
+                    key: key.clone(),
+                    stream_id: stream_id.clone(),
+                },
+                TlsPolicy::Required,
+            )
         });
         let mut vi = S2sIn::new(S2sInConfig {
             local_domains: vec!["a.test".into()],
@@ -974,16 +1088,28 @@ mod tests {
             ..in_cfg()
         });
         let (voe, _) = pump(&mut vo, &mut vi, &[], false);
-        assert!(voe.contains(&S2sOutEvent::Verified { valid: true }), "{voe:?}");
+        assert!(
+            voe.contains(&S2sOutEvent::Verified { valid: true }),
+            "{voe:?}"
+        );
         i.dialback_verified(&originating, &receiving, true);
         let (oe, _) = pump(&mut o, &mut i, &[], false);
-        assert!(oe.contains(&S2sOutEvent::Ready(AuthMethod::Dialback)), "{oe:?}");
+        assert!(
+            oe.contains(&S2sOutEvent::Ready(AuthMethod::Dialback)),
+            "{oe:?}"
+        );
 
         // A forged key does not verify.
         let mut vo = S2sOut::new(S2sOutConfig {
             local: "b.test".into(),
             remote: "a.test".into(),
-            ..out_cfg(Purpose::Verify { key: "00".into(), stream_id }, TlsPolicy::Required)
+            ..out_cfg(
+                Purpose::Verify {
+                    key: "00".into(),
+                    stream_id,
+                },
+                TlsPolicy::Required,
+            )
         });
         let mut vi = S2sIn::new(S2sInConfig {
             local_domains: vec!["a.test".into()],
@@ -991,7 +1117,10 @@ mod tests {
             ..in_cfg()
         });
         let (voe, _) = pump(&mut vo, &mut vi, &[], false);
-        assert!(voe.contains(&S2sOutEvent::Verified { valid: false }), "{voe:?}");
+        assert!(
+            voe.contains(&S2sOutEvent::Verified { valid: false }),
+            "{voe:?}"
+        );
     }
 
     #[test]
@@ -999,20 +1128,34 @@ mod tests {
         let mut o = S2sOut::new(out_cfg(Purpose::Traffic, TlsPolicy::Required));
         let mut i = S2sIn::new(in_cfg());
         pump(&mut o, &mut i, &["a.test"], true);
-        let m = Element::new("message", NS_SERVER).attr("from", "x@evil.test").attr("to", "y@b.test");
+        let m = Element::new("message", NS_SERVER)
+            .attr("from", "x@evil.test")
+            .attr("to", "y@b.test");
         o.send_stanza(&m);
         let bytes = o.take_output();
         i.receive(&bytes);
-        assert_eq!(i.poll_event(), Some(S2sInEvent::Closed { error: Some(StreamErrorCondition::InvalidFrom) }));
+        assert_eq!(
+            i.poll_event(),
+            Some(S2sInEvent::Closed {
+                error: Some(StreamErrorCondition::InvalidFrom)
+            })
+        );
 
         let mut o = S2sOut::new(out_cfg(Purpose::Traffic, TlsPolicy::Required));
         let mut i = S2sIn::new(in_cfg());
         pump(&mut o, &mut i, &["a.test"], true);
-        let m = Element::new("message", NS_SERVER).attr("from", "x@a.test").attr("to", "y@c.test");
+        let m = Element::new("message", NS_SERVER)
+            .attr("from", "x@a.test")
+            .attr("to", "y@c.test");
         o.send_stanza(&m);
         let bytes = o.take_output();
         i.receive(&bytes);
-        assert_eq!(i.poll_event(), Some(S2sInEvent::Closed { error: Some(StreamErrorCondition::HostUnknown) }));
+        assert_eq!(
+            i.poll_event(),
+            Some(S2sInEvent::Closed {
+                error: Some(StreamErrorCondition::HostUnknown)
+            })
+        );
     }
 
     #[test]
@@ -1024,7 +1167,10 @@ mod tests {
             ..in_cfg()
         });
         let (oe, _) = pump(&mut o, &mut i, &[], false);
-        assert!(matches!(oe.last(), Some(S2sOutEvent::Closed { reason: Some(r) }) if r.contains("TLS is required")), "{oe:?}");
+        assert!(
+            matches!(oe.last(), Some(S2sOutEvent::Closed { reason: Some(r) }) if r.contains("TLS is required")),
+            "{oe:?}"
+        );
         // With policy Never on both sides, dialback over plain TCP.
         let mut o = S2sOut::new(out_cfg(Purpose::Traffic, TlsPolicy::Never));
         let mut i = S2sIn::new(S2sInConfig {
@@ -1032,7 +1178,11 @@ mod tests {
             ..in_cfg()
         });
         let (_, ie) = pump(&mut o, &mut i, &[], false);
-        assert!(ie.iter().any(|e| matches!(e, S2sInEvent::DialbackVerify { .. })), "{ie:?}");
+        assert!(
+            ie.iter()
+                .any(|e| matches!(e, S2sInEvent::DialbackVerify { .. })),
+            "{ie:?}"
+        );
     }
 
     #[test]
