@@ -47,6 +47,12 @@ enum Cmd {
     /// Presence tools.
     #[command(subcommand)]
     Presence(PresenceCmd),
+    /// Print the DNS records to publish for federation, as zone-file lines.
+    DnsRecords {
+        /// Time to live of the records, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -139,6 +145,11 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", render_matrix(from, to));
             Ok(())
         }
+        Cmd::DnsRecords { ttl } => {
+            let cfg = load_config(&cli.global)?;
+            print!("{}", dns_records(&cfg, ttl)?);
+            Ok(())
+        }
         Cmd::User(u) => {
             let cfg = load_config(&cli.global)?;
             runtime()?.block_on(user_cmd(cfg, u))
@@ -181,6 +192,54 @@ async fn serve(cfg: Config) -> Result<()> {
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// The SRV records of RFC 6120 §3.2 (and XEP-0368 for direct TLS): one per federation host,
+/// all with the same priority and weight, so peers spread their connections and fail over
+/// (the seed's "High Availability for XMPP Federation").
+fn dns_records(cfg: &Config, ttl: u32) -> Result<String> {
+    use std::fmt::Write as _;
+    let domain = &cfg.domain;
+    let hosts: Vec<String> = if cfg.s2s.public_hosts.is_empty() {
+        vec![domain.clone()]
+    } else {
+        cfg.s2s.public_hosts.clone()
+    };
+    let port_of = |addrs: &[String]| -> Option<u16> {
+        addrs
+            .iter()
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.port())
+            .next()
+    };
+    let mut out = String::new();
+    writeln!(out, "; DNS records for federation with {domain}")?;
+    if !cfg.s2s.enabled {
+        writeln!(out, "; note: XMPP federation is disabled in this configuration ([s2s] enabled = false)")?;
+    }
+    if let Some(port) = port_of(&cfg.s2s.listen) {
+        writeln!(out, "; XMPP server-to-server, STARTTLS (RFC 6120 section 3.2)")?;
+        for h in &hosts {
+            writeln!(out, "_xmpp-server._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}.")?;
+        }
+    }
+    if let Some(port) = port_of(&cfg.s2s.direct_tls_listen) {
+        writeln!(out, "; XMPP server-to-server, direct TLS (XEP-0368)")?;
+        for h in &hosts {
+            writeln!(out, "_xmpps-server._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}.")?;
+        }
+    }
+    if let Some(port) = port_of(&cfg.c2s.listen) {
+        writeln!(out, "; XMPP clients (RFC 6120 section 3.2)")?;
+        for h in &hosts {
+            writeln!(out, "_xmpp-client._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}.")?;
+        }
+    }
+    writeln!(
+        out,
+        "; each host above needs A and/or AAAA records for its public address, and a certificate\n; whose subjectAltName contains {domain}"
+    )?;
+    Ok(out)
 }
 
 async fn open_store(cfg: &Config) -> Result<entente_store::Store> {
