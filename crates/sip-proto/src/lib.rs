@@ -1,5 +1,7 @@
-//! Entente's sans-IO SIP message layer: a strict RFC 3261 message model, parser, serializer
-//! and stream framer, plus multipart bodies (RFC 5621).
+//! Entente's sans-IO SIP stack: a strict RFC 3261 message model, parser, serializer and
+//! stream framer, multipart bodies (RFC 5621), the transaction layer ([`transaction`]: RFC
+//! 3261 §17 with RFC 6026, every timer driven by a caller-supplied `now`) and dialogs
+//! ([`dialog`]: RFC 3261 §12, RFC 6665 subscription dialogs, loose and strict routing).
 //!
 //! # Why our own
 //!
@@ -69,6 +71,7 @@
 //! ```
 
 mod builder;
+pub mod dialog;
 mod error;
 mod framer;
 mod header;
@@ -78,10 +81,14 @@ pub mod multipart;
 mod params;
 mod parser;
 mod scan;
+#[cfg(test)]
+mod test_util;
+pub mod transaction;
 mod typed;
 mod uri;
 
 pub use builder::bad_request;
+pub use dialog::{add_record_route, Dialog, DialogError, DialogId, DialogState, RouteEntry};
 pub use error::ParseError;
 pub use framer::{Frame, FrameError, Framer};
 pub use header::{Header, HeaderKey, HeaderName, Headers};
@@ -89,6 +96,10 @@ pub use message::{Message, Request, Response};
 pub use method::{Method, StatusCode, Version};
 pub use params::{Param, Params};
 pub use parser::{parse, Limits, Parser};
+pub use transaction::{
+    ClientTxKey, Config, Event as TxEvent, ServerTxKey, TransactionLayer, Transmit, Transport,
+    TransportAddr, TxKey,
+};
 pub use typed::{
     CSeq, CallId, Contact, ContentLength, DeltaSeconds, Event, HeaderValue, MaxForwards, MediaType,
     NameAddr, OptionTag, SubState, SubscriptionState, Via, BRANCH_MAGIC_COOKIE,
