@@ -19,6 +19,7 @@ pub struct Config {
     pub c2s: C2sConfig,
     pub s2s: S2sConfig,
     pub dns: DnsConfig,
+    pub policy: PolicyConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
 }
@@ -120,6 +121,24 @@ pub enum PeerTls {
     Required,
     Optional,
     Never,
+}
+
+/// Presence authorization defaults (the admin layer of the seed's blocking levels).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// What happens to a subscription request no rule of the user decides: `ask` (the user's
+    /// clients get it), `allow` (approved on the user's behalf) or `deny` (refused politely).
+    pub default: DefaultPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultPolicy {
+    #[default]
+    Ask,
+    Allow,
+    Deny,
 }
 
 /// How foreign domains are located.
@@ -233,6 +252,7 @@ impl Default for Config {
             c2s: C2sConfig::default(),
             s2s: S2sConfig::default(),
             dns: DnsConfig::default(),
+            policy: PolicyConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
         }
