@@ -289,3 +289,25 @@ def test_handshake_timeout(make_server):
         r2.expect_stream_error("connection-timeout", timeout=6)
 
     with_watcher(s, raw)
+
+
+def test_features_after_auth(limited):
+    """After SASL: bind is offered, mechanisms and STARTTLS are not, and the server announces
+    subscription pre-approval (RFC 6121 §3.4)."""
+
+    def raw():
+        r = Raw(limited)
+        r.header()
+        feats = r.starttls()
+        assert "<starttls" not in feats and "<mechanism>PLAIN</mechanism>" in feats, feats
+        assert "<success" in r.auth_plain("alice", "alice-pw")
+        feats = r.header()
+        assert "urn:ietf:params:xml:ns:xmpp-bind" in feats, feats
+        assert "<mechanisms" not in feats and "<starttls" not in feats, feats
+        assert "urn:xmpp:features:pre-approval" in feats, feats
+        # A second STARTTLS after TLS is refused and the stream closed.
+        r.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        text = r.read_all()
+        assert "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" in text, text
+
+    with_watcher(limited, raw)

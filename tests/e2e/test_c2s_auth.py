@@ -115,3 +115,26 @@ def test_ping_between_clients(server):
         await b.logout()
 
     asyncio.run(scenario())
+
+
+def test_conflict_presence_seen_by_contacts(server):
+    """The replaced session goes unavailable for contacts, and the new one comes online."""
+    from xmpp_client import avail_from, befriend, unavail_from
+
+    async def scenario():
+        old = await Client(server, "alice", "alice-pw", resource="phone").login()
+        b = await Client(server, "bob", "bob-pw").login()
+        await befriend(old, b)
+        new = Client(server, "alice", "alice-pw", resource="phone")
+        new.send_initial_presence = False
+        await new.login()
+        await next_matching(old.stream_errors, lambda e: e["condition"] == "conflict")
+        await next_matching(b.presences, unavail_from("alice@localhost/phone"))
+        new.send_presence(pstatus="new phone")
+        p = await next_matching(b.presences, avail_from("alice@localhost/phone"))
+        assert p["status"] == "new phone"
+        await new.logout()
+        await next_matching(b.presences, unavail_from("alice@localhost/phone"))
+        await b.logout()
+
+    asyncio.run(scenario())

@@ -27,6 +27,8 @@ def test_state_survives_restart(workdir):
     s.start()
     try:
         run_steps(s)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n--- server log ---\n{s.log()[-20000:]}") from e
     finally:
         s.stop()
 

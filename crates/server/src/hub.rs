@@ -574,19 +574,14 @@ impl Hub {
         let (mut row, existed) = self.roster_row(&user, &contact).await?;
         let (new, out) = row.sub.apply(kind, Direction::Outbound);
         row.sub = new;
-        let mut push = false;
-        match kind {
-            SubKind::Subscribe | SubKind::Subscribed
-                if !row.in_roster && (out.changed || out.forward) =>
-            {
-                // RFC 6121 §3.4.2: a pre-approval for a contact not yet in the roster creates
-                // an item (subscription "none", approved "true") and pushes it.
-                if kind == SubKind::Subscribe || out.forward || row.sub.preapproved {
-                    row.in_roster = true;
-                    push = true;
-                }
-            }
-            _ => {}
+        // A request, an approval, or (RFC 6121 §3.4.2) a pre-approval for a contact not yet in
+        // the roster creates an item and pushes it; a pre-approved item shows approved="true".
+        let push = matches!(kind, SubKind::Subscribe | SubKind::Subscribed)
+            && !row.in_roster
+            && (out.changed || out.forward)
+            && (kind == SubKind::Subscribe || out.forward || row.sub.preapproved);
+        if push {
+            row.in_roster = true;
         }
         if !row.sub.pending_in {
             row.pending_in_stanza = None;

@@ -305,43 +305,43 @@ impl Store {
 
     /// Stores a stanza for `owner`, unless they already have `limit` waiting; returns whether it
     /// was stored.
+    ///
+    /// One statement, so the count and the insert are atomic without a read-then-write
+    /// transaction: on SQLite such a transaction fails at once with "database is locked" when
+    /// another connection wrote in between (the busy timeout does not apply to the upgrade).
     pub async fn offline_push(&self, owner: &str, stanza: &str, limit: u64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT COUNT(*) AS n, MAX(seq) AS m FROM offline WHERE owner = $1")
-            .bind(owner)
-            .fetch_one(&mut *tx)
-            .await?;
-        let n: i64 = row.try_get("n")?;
-        let max: Option<i64> = row.try_get("m")?;
-        if n as u64 >= limit {
-            return Ok(false);
-        }
-        let seq = max.unwrap_or(0) + 1;
-        sqlx::query("INSERT INTO offline (owner, seq, stanza) VALUES ($1, $2, $3)")
-            .bind(owner)
-            .bind(seq)
-            .bind(stanza)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let res = sqlx::query(
+            "INSERT INTO offline (owner, seq, stanza)
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM offline WHERE owner = $1
+             HAVING COUNT(*) < $3",
+        )
+        .bind(owner)
+        .bind(stanza)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
     }
 
     /// Removes and returns every stored stanza for `owner`, oldest first.
     pub async fn offline_take(&self, owner: &str) -> Result<Vec<String>> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query("SELECT stanza FROM offline WHERE owner = $1 ORDER BY seq")
+        // One write statement (see `offline_push` for why not SELECT then DELETE).
+        let rows = sqlx::query("DELETE FROM offline WHERE owner = $1 RETURNING seq, stanza")
             .bind(owner)
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.pool)
             .await?;
-        sqlx::query("DELETE FROM offline WHERE owner = $1")
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>("stanza").map_err(StoreError::from))
-            .collect()
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("seq")?,
+                    r.try_get::<String, _>("stanza")?,
+                ))
+            })
+            .collect::<Result<Vec<(i64, String)>>>()?;
+        out.sort_by_key(|(seq, _)| *seq);
+        Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 
     pub async fn offline_count(&self, owner: &str) -> Result<u64> {
@@ -448,7 +448,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(StoreError::Corrupt("odd hex length".into()));
     }
     (0..s.len())
@@ -494,6 +494,31 @@ mod tests {
             jid: jid.into(),
             sha1: k.clone(),
             sha256: k,
+        }
+    }
+
+    /// Concurrent offline pushes and takes on one SQLite file never fail with "database is
+    /// locked", and the limit holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_offline_writes() {
+        let (s, _dir) = temp_store().await;
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let owner = format!("u{}@x", i % 4);
+                let stored = s.offline_push(&owner, "<message/>", 8).await?;
+                if i % 10 == 9 {
+                    s.offline_take(&owner).await?;
+                }
+                Ok::<bool, StoreError>(stored)
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        for i in 0..4 {
+            assert!(s.offline_count(&format!("u{i}@x")).await.unwrap() <= 8);
         }
     }
 

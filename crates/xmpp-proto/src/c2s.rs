@@ -324,7 +324,7 @@ impl C2sStream {
             .map(|t| t.trim_end_matches('.').to_ascii_lowercase());
         let domain = match to {
             Some(d) => {
-                if self.cfg.domains.iter().any(|x| *x == d) {
+                if self.cfg.domains.contains(&d) {
                     Some(d)
                 } else {
                     None
@@ -680,7 +680,7 @@ impl C2sStream {
 
     fn write_sasl(&mut self, name: &str, data: Option<&[u8]>) {
         let body = match data {
-            Some(d) if d.is_empty() => "=".to_string(),
+            Some([]) => "=".to_string(),
             Some(d) => B64.encode(d),
             None => String::new(),
         };

@@ -239,6 +239,27 @@ fn map_rxml_error(e: rxml::Error) -> FrameError {
     }
 }
 
+/// Parses one serialized stanza (as stored by the server) back into an element. The text is read
+/// as the content of a `jabber:client` stream, with default limits.
+pub fn parse_stanza(text: &str) -> Result<Element, FrameError> {
+    let mut s = XmlStream::new(Limits {
+        max_stanza_bytes: text.len() + 1024,
+        max_depth: 64,
+    });
+    let mut out = Vec::new();
+    s.feed(
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+        &mut out,
+    )?;
+    s.feed(text.as_bytes(), &mut out)?;
+    out.into_iter()
+        .find_map(|e| match e {
+            StreamEvent::Stanza(el) => Some(el),
+            _ => None,
+        })
+        .ok_or_else(|| FrameError::NotWellFormed("no complete stanza".to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,25 +360,4 @@ mod tests {
         let mut s = XmlStream::new(Limits::default());
         assert_eq!(feed_all(&mut s, b"<html>"), Err(FrameError::BadRoot));
     }
-}
-
-/// Parses one serialized stanza (as stored by the server) back into an element. The text is read
-/// as the content of a `jabber:client` stream, with default limits.
-pub fn parse_stanza(text: &str) -> Result<Element, FrameError> {
-    let mut s = XmlStream::new(Limits {
-        max_stanza_bytes: text.len() + 1024,
-        max_depth: 64,
-    });
-    let mut out = Vec::new();
-    s.feed(
-        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
-        &mut out,
-    )?;
-    s.feed(text.as_bytes(), &mut out)?;
-    out.into_iter()
-        .find_map(|e| match e {
-            StreamEvent::Stanza(el) => Some(el),
-            _ => None,
-        })
-        .ok_or_else(|| FrameError::NotWellFormed("no complete stanza".to_string()))
 }
