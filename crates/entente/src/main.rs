@@ -47,12 +47,46 @@ enum Cmd {
     /// Presence tools.
     #[command(subcommand)]
     Presence(PresenceCmd),
+    /// Presence policy: the admin layer and each user's allow / deny / block list.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Check a foreign domain step by step (DNS, TCP, TLS and certificate, XMPP stream
+    /// features, SIP OPTIONS) and say what to fix. Exits non-zero when a step fails.
+    CheckFederation {
+        /// The foreign domain.
+        domain: String,
+        /// Check XMPP only.
+        #[arg(long, conflicts_with = "sip_only")]
+        xmpp_only: bool,
+        /// Check SIP only.
+        #[arg(long)]
+        sip_only: bool,
+    },
     /// Print the DNS records to publish for federation, as zone-file lines.
     DnsRecords {
         /// Time to live of the records, in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Show the admin layer (federation policy and the default for undecided watchers).
+    Admin,
+    /// Show a user's list: their rules and their XEP-0191 block list.
+    Show { user: String },
+    /// Set a rule. TARGET is user@domain, domain, or *.domain (with its subdomains); RULE is
+    /// allow, deny (no presence, told nothing) or block (no presence and no messages).
+    Set {
+        user: String,
+        target: String,
+        rule: String,
+    },
+    /// Remove a rule.
+    Remove { user: String, target: String },
+    /// Show what a watcher would get: refuse, allow, ask or polite-deny.
+    Decide { user: String, watcher: String },
 }
 
 #[derive(Subcommand)]
@@ -145,10 +179,33 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", render_matrix(from, to));
             Ok(())
         }
+        Cmd::CheckFederation { domain, xmpp_only, sip_only } => {
+            let cfg = load_config(&cli.global)?;
+            let which = entente_server::check::Which {
+                xmpp: !sip_only,
+                sip: !xmpp_only,
+            };
+            let steps = runtime()?.block_on(entente_server::check::check_federation(&cfg, &domain, which, |s| {
+                println!("{s}");
+            }))?;
+            let failed = steps
+                .iter()
+                .filter(|s| s.verdict == entente_server::check::Verdict::Fail)
+                .count();
+            if failed > 0 {
+                bail!("{failed} step(s) failed for {domain}");
+            }
+            println!("{domain}: no step failed");
+            Ok(())
+        }
         Cmd::DnsRecords { ttl } => {
             let cfg = load_config(&cli.global)?;
             print!("{}", dns_records(&cfg, ttl)?);
             Ok(())
+        }
+        Cmd::Policy(p) => {
+            let cfg = load_config(&cli.global)?;
+            runtime()?.block_on(policy_cmd(cfg, p))
         }
         Cmd::User(u) => {
             let cfg = load_config(&cli.global)?;
@@ -288,6 +345,62 @@ fn read_password(confirm: bool) -> Result<String> {
         bail!("the password is empty");
     }
     Ok(pw)
+}
+
+async fn policy_cmd(cfg: Config, cmd: PolicyCmd) -> Result<()> {
+    use entente_model::policy::{Rule, Target};
+    let store = open_store(&cfg).await?;
+    let hub = entente_server::Hub::new(std::sync::Arc::new(cfg.clone()), store.clone());
+    match cmd {
+        PolicyCmd::Admin => {
+            let a = hub.admin_policy();
+            println!("local domain: {}", cfg.domain);
+            println!("federation:   {:?}", a.federation);
+            println!("default:      {:?} (for watchers no rule decides)", a.default);
+        }
+        PolicyCmd::Show { user } => {
+            let jid = user_jid(&cfg, &user)?;
+            let rules = store.policy_rules(&jid).await?;
+            let blocks = store.block_list(&jid).await?;
+            if rules.is_empty() && blocks.is_empty() {
+                println!("{jid}: no rules; the admin default applies");
+            }
+            for (t, r) in rules {
+                println!("{r:<6} {t}");
+            }
+            for b in blocks {
+                println!("block  {b}   (XEP-0191)");
+            }
+        }
+        PolicyCmd::Set { user, target, rule } => {
+            let jid = user_jid(&cfg, &user)?;
+            let t = Target::parse(&target).map_err(|e| anyhow::anyhow!("target {e}"))?;
+            let r: Rule = rule.parse().map_err(|e| anyhow::anyhow!("rule {e}"))?;
+            if !store.user_exists(&jid).await? {
+                bail!("{jid} does not exist");
+            }
+            store.policy_set(&jid, &t.to_string(), r.as_str()).await?;
+            println!("{jid}: {} {t}", r.as_str());
+        }
+        PolicyCmd::Remove { user, target } => {
+            let jid = user_jid(&cfg, &user)?;
+            let t = Target::parse(&target).map_err(|e| anyhow::anyhow!("target {e}"))?;
+            if !store.policy_remove(&jid, &t.to_string()).await? {
+                bail!("{jid} has no rule for {t}");
+            }
+            println!("{jid}: removed the rule for {t}");
+        }
+        PolicyCmd::Decide { user, watcher } => {
+            let jid = user_jid(&cfg, &user)?;
+            let u = entente_model::jid::Jid::parse(&jid)?;
+            let w = entente_model::jid::Jid::parse(&watcher)
+                .map_err(|e| anyhow::anyhow!("{watcher:?}: {e}"))?;
+            let d = hub.presence_decision(&u, &w).await?;
+            println!("{watcher} -> {jid}: {d:?}");
+        }
+    }
+    store.close().await;
+    Ok(())
 }
 
 async fn user_cmd(cfg: Config, cmd: UserCmd) -> Result<()> {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use entente_model::jid::Jid;
+use entente_model::policy;
 use entente_model::subscription::{Direction, SubKind, SubState};
 use entente_store::{RosterRow, Store};
 use entente_xmpp_proto::element::NS_CLIENT;
@@ -31,7 +32,13 @@ pub struct Hub {
     remote: Arc<dyn RemoteRouter>,
     /// Block lists by bare JID, loaded on first use.
     blocks: Mutex<HashMap<Jid, Arc<Vec<Jid>>>>,
+    /// Presence policy rules by bare JID, with the time they were read: the CLI may change them
+    /// from another process, so they are re-read after [`RULES_TTL`].
+    rules: Mutex<HashMap<Jid, (std::time::Instant, Arc<Vec<policy::Entry>>)>>,
 }
+
+/// How long cached presence policy rules are trusted.
+const RULES_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Res<T> = Result<T, entente_store::StoreError>;
 
@@ -43,6 +50,7 @@ impl Hub {
             sessions: Sessions::default(),
             remote: Arc::new(NoFederation),
             blocks: Mutex::new(HashMap::new()),
+            rules: Mutex::new(HashMap::new()),
         }
     }
 
@@ -572,8 +580,22 @@ impl Hub {
             return self.reply_blocked(s, &el);
         }
         let (mut row, existed) = self.roster_row(&user, &contact).await?;
+        let before = row.sub;
         let (new, out) = row.sub.apply(kind, Direction::Outbound);
         row.sub = new;
+        // The user's answer goes into their policy list, so the same watcher is not asked
+        // again (an approval or pre-approval allows; a denial or revocation denies).
+        let decided = match kind {
+            SubKind::Subscribed => Some(policy::Rule::Allow),
+            SubKind::Unsubscribed if before.pending_in || before.from => Some(policy::Rule::Deny),
+            _ => None,
+        };
+        if let Some(rule) = decided {
+            self.store
+                .policy_set(&user.to_string(), &contact.to_string(), rule.as_str())
+                .await?;
+            self.rules.lock().unwrap_or_else(|e| e.into_inner()).remove(&user);
+        }
         // A request, an approval, or (RFC 6121 §3.4.2) a pre-approval for a contact not yet in
         // the roster creates an item and pushes it; a pre-approved item shows approved="true".
         let push = matches!(kind, SubKind::Subscribe | SubKind::Subscribed)
@@ -650,6 +672,19 @@ impl Hub {
             return Ok(());
         }
         let (mut row, existed) = self.roster_row(&user, &contact).await?;
+        if kind == SubKind::Subscribe && !row.sub.from && !row.sub.preapproved {
+            // The seed's blocking levels: admin domain policy, the user's rules, the admin
+            // default for undecided watchers.
+            match self.presence_decision(&user, &contact).await? {
+                policy::Decision::Allow => {
+                    row.sub.preapproved = true;
+                    row.in_roster = true;
+                }
+                policy::Decision::Ask => {}
+                // Refused domain, or a denied watcher: polite, nobody is told.
+                _ => return Ok(()),
+            }
+        }
         let (new, out) = row.sub.apply(kind, Direction::Inbound);
         row.sub = new;
         let mut clean = el.clone();
@@ -1208,6 +1243,67 @@ impl Hub {
         Ok(list)
     }
 
+    /// The user's presence rules (allow / deny / block), cached for [`RULES_TTL`].
+    pub async fn policy_entries(&self, user: &Jid) -> Res<Arc<Vec<policy::Entry>>> {
+        if let Some((at, l)) = self.rules.lock().unwrap_or_else(|e| e.into_inner()).get(user) {
+            if at.elapsed() < RULES_TTL {
+                return Ok(l.clone());
+            }
+        }
+        let mut list = Vec::new();
+        for (target, rule) in self.store.policy_rules(&user.to_string()).await? {
+            match (policy::Target::parse(&target), rule.parse::<policy::Rule>()) {
+                (Ok(target), Ok(rule)) => list.push(policy::Entry { target, rule }),
+                _ => tracing::warn!(%user, %target, %rule, "ignoring an unreadable policy rule"),
+            }
+        }
+        let list = Arc::new(list);
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user.clone(), (std::time::Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// The admin layer of the policy, from the configuration.
+    pub fn admin_policy(&self) -> policy::AdminPolicy {
+        use crate::config::{DefaultPolicy, FederationPolicy};
+        let domains = self.cfg.s2s.domains.clone();
+        policy::AdminPolicy {
+            local_domains: vec![self.cfg.domain.clone()],
+            federation: match self.cfg.s2s.policy {
+                FederationPolicy::Open => policy::FederationRule::Open,
+                FederationPolicy::Allowlist => policy::FederationRule::Allowlist(domains),
+                FederationPolicy::Denylist => policy::FederationRule::Denylist(domains),
+            },
+            default: match self.cfg.policy.default {
+                DefaultPolicy::Ask => policy::DefaultAction::Ask,
+                DefaultPolicy::Allow => policy::DefaultAction::Allow,
+                DefaultPolicy::Deny => policy::DefaultAction::Deny,
+            },
+        }
+    }
+
+    /// Whether `watcher` may subscribe to `user`'s presence: the one decision both protocols
+    /// use (XEP-0191 block items count as `block` rules).
+    pub async fn presence_decision(&self, user: &Jid, watcher: &Jid) -> Res<policy::Decision> {
+        let mut entries: Vec<policy::Entry> = self.policy_entries(user).await?.as_ref().clone();
+        for b in self.block_list(user).await?.iter() {
+            let target = match b.local() {
+                Some(_) => policy::Target::User(b.to_bare()),
+                None => policy::Target::Domain {
+                    domain: b.domain().to_string(),
+                    subdomains: false,
+                },
+            };
+            entries.push(policy::Entry {
+                target,
+                rule: policy::Rule::Block,
+            });
+        }
+        Ok(policy::decide(&self.admin_policy(), &entries, watcher))
+    }
+
     fn invalidate_blocks(&self, user: &Jid) {
         self.blocks
             .lock()
@@ -1215,12 +1311,16 @@ impl Hub {
             .remove(user);
     }
 
-    /// Whether local user `user` blocks `other`.
+    /// Whether local user `user` blocks `other` (XEP-0191 items, and `block` policy rules,
+    /// which may cover subdomains).
     async fn is_blocked(&self, user: &Jid, other: &Jid) -> Res<bool> {
         if !self.is_local_domain(user.domain()) || user.local().is_none() {
             return Ok(false);
         }
-        Ok(blocked_by(&self.block_list(user).await?, other))
+        if blocked_by(&self.block_list(user).await?, other) {
+            return Ok(true);
+        }
+        Ok(policy::blocks_messages(&self.policy_entries(user).await?, other))
     }
 
     // ---- replies ----

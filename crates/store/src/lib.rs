@@ -76,6 +76,9 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS blocklist (
         owner TEXT NOT NULL, jid TEXT NOT NULL,
         PRIMARY KEY (owner, jid))",
+    "CREATE TABLE IF NOT EXISTS policy_rules (
+        owner TEXT NOT NULL, target TEXT NOT NULL, rule TEXT NOT NULL,
+        PRIMARY KEY (owner, target))",
 ];
 
 /// The store: a connection pool and the queries.
@@ -224,6 +227,7 @@ impl Store {
             "DELETE FROM roster WHERE owner = $1",
             "DELETE FROM offline WHERE owner = $1",
             "DELETE FROM blocklist WHERE owner = $1",
+            "DELETE FROM policy_rules WHERE owner = $1",
         ] {
             sqlx::query(q).bind(jid).execute(&mut *tx).await?;
         }
@@ -350,6 +354,43 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get::<i64, _>("n")? as u64)
+    }
+
+    // ---- presence policy rules (allow / deny / block with subdomains) ----
+
+    /// A user's presence rules as (target, rule) text pairs, sorted by target.
+    pub async fn policy_rules(&self, owner: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT target, rule FROM policy_rules WHERE owner = $1 ORDER BY target")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>("target")?, r.try_get::<String, _>("rule")?)))
+            .collect()
+    }
+
+    /// Sets (inserts or replaces) one rule.
+    pub async fn policy_set(&self, owner: &str, target: &str, rule: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO policy_rules (owner, target, rule) VALUES ($1, $2, $3)
+             ON CONFLICT (owner, target) DO UPDATE SET rule = excluded.rule",
+        )
+        .bind(owner)
+        .bind(target)
+        .bind(rule)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes one rule; returns whether it existed.
+    pub async fn policy_remove(&self, owner: &str, target: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM policy_rules WHERE owner = $1 AND target = $2")
+            .bind(owner)
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     // ---- block list (XEP-0191) ----
