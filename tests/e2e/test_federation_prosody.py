@@ -119,3 +119,26 @@ def test_prosody_with_dialback(make_server, make_prosody, test_ca):
     assert "auth=dialback" in log or "auth=\"dialback\"" in log, log[-3000:]
     assert "method=dialback" in log or "method=\"dialback\"" in log, log[-3000:]
     assert "SASL EXTERNAL" not in p.log()
+
+
+def test_prosody_with_server_only_eku_certificates(make_server, make_prosody, test_ca):
+    """Public CAs now issue certificates with only the serverAuth extended key usage; such a
+    certificate must still authenticate a domain by SASL EXTERNAL in both directions."""
+    s2s_port = free_port()
+    cert = test_ca.issue("e.test", server_only_eku=True)
+    e = make_server(entente_config(s2s_port, cert=cert, ca=test_ca.cert), domain="e.test")
+    e.trust = test_ca.cert
+    e.add_user("alice", "alice-pw")
+    e.start()
+    p = make_prosody(
+        "p1.test",
+        P_IP,
+        ca=test_ca,
+        cert=test_ca.issue("p1.test", server_only_eku=True),
+        s2s_secure_auth=True,
+        static_routes={"e.test": ("127.0.0.1", s2s_port)},
+        users={"romeo": "romeo-pw"},
+    )
+    asyncio.run(mutual_subscription_and_chat(e, p))
+    assert "Accepting SASL EXTERNAL identity from e.test" in p.log()
+    assert 'method="sasl-external"' in e.log()

@@ -54,7 +54,8 @@ enum Cmd {
     /// features, SIP OPTIONS) and say what to fix. Exits non-zero when a step fails.
     CheckFederation {
         /// The foreign domain.
-        domain: String,
+        #[arg(value_name = "DOMAIN")]
+        target: String,
         /// Check XMPP only.
         #[arg(long, conflicts_with = "sip_only")]
         xmpp_only: bool,
@@ -179,7 +180,11 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", render_matrix(from, to));
             Ok(())
         }
-        Cmd::CheckFederation { domain, xmpp_only, sip_only } => {
+        Cmd::CheckFederation {
+            target: domain,
+            xmpp_only,
+            sip_only,
+        } => {
             let cfg = load_config(&cli.global)?;
             let which = entente_server::check::Which {
                 xmpp: !sip_only,
