@@ -188,3 +188,93 @@ def make_prosody(workdir, request):
         p.stop()
         if _failed(request):
             print(f"\n----- prosody log ({p.domain}, last 6000 chars) -----\n{p.tail() if hasattr(p, 'tail') else ''}")
+
+
+# ---- a test DNS server (crates/dns, binary `entente-testdns`) ----
+
+TESTDNS_BIN = pathlib.Path(
+    os.environ.get("ENTENTE_TESTDNS_BIN", ROOT / "target" / "debug" / "entente-testdns")
+)
+
+
+class TestDnsServer:
+    """One `entente-testdns --listen IP:0 --zone FILE` process (UDP and TCP on the same port).
+
+    Zone text: one record a line, e.g. `_xmpp-server._tcp.b.test. SRV 10 50 5269 xmpp1.b.test.`
+    and `xmpp1.b.test. A 127.0.0.1` (see crates/dns/src/testserver.rs). Unlisted names get
+    NXDOMAIN. `.addr` is "ip:port", for `[dns] nameservers`."""
+
+    __test__ = False
+
+    def __init__(self, workdir, zone, ip="127.0.0.1"):
+        self.zone_path = pathlib.Path(workdir) / "zone.txt"
+        self.zone_path.write_text(zone)
+        self.log_path = pathlib.Path(workdir) / "testdns.log"
+        self.ip = ip
+        self.proc = None
+        self.addr = None
+
+    def start(self, timeout=10):
+        import select
+
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(TESTDNS_BIN), "--listen", f"{self.ip}:0", "--zone", str(self.zone_path)],
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        line = b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None:
+                self.stop()
+                raise AssertionError(f"entente-testdns did not start: {line!r} "
+                                     f"{self.log_path.read_text(errors='replace')}")
+            r, _, _ = select.select([self.proc.stdout], [], [], left)
+            if r:
+                b = os.read(self.proc.stdout.fileno(), 1)
+                if not b:
+                    continue
+                line += b
+        text = line.decode().strip()
+        assert text.startswith("listening on "), text
+        self.addr = text.removeprefix("listening on ")
+        return self
+
+    def stop(self):
+        p, self.proc = self.proc, None
+        if p is None:
+            return
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+        if p.stdout:
+            p.stdout.close()
+
+
+@pytest.fixture
+def make_testdns(workdir):
+    """Factory: make_testdns(zone_text) starts a test DNS server on 127.0.0.1:free and returns
+    it (.addr); it is stopped at the end of the test. Skips when the binary is not built
+    (`cargo build -p entente-dns --features test-server --bin entente-testdns`, or point
+    ENTENTE_TESTDNS_BIN at it)."""
+    if not TESTDNS_BIN.exists():
+        pytest.skip(f"{TESTDNS_BIN} is not built (cargo build -p entente-dns --features test-server "
+                    "--bin entente-testdns; or set ENTENTE_TESTDNS_BIN)")
+    made = []
+
+    def make(zone, sub="dns"):
+        d = workdir / sub
+        d.mkdir(exist_ok=True)
+        s = TestDnsServer(d, zone)
+        made.append(s)
+        return s.start()
+
+    yield make
+    for s in made:
+        s.stop()

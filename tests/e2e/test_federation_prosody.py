@@ -142,3 +142,39 @@ def test_prosody_with_server_only_eku_certificates(make_server, make_prosody, te
     asyncio.run(mutual_subscription_and_chat(e, p))
     assert "Accepting SASL EXTERNAL identity from e.test" in p.log()
     assert 'method="sasl-external"' in e.log()
+
+
+def test_contacts_become_unavailable_when_their_domain_is_lost(make_server, make_prosody, test_ca):
+    """When the foreign server dies (SIGKILL: no unavailable presence is ever sent), Entente
+    notices the broken stream, probes, fails to reach the domain for retry_timeout_secs, and
+    tells its users that the domain's contacts are unavailable."""
+    s2s_port = free_port()
+    e = make_server(
+        entente_config(s2s_port, extra="retry_timeout_secs = 2"),
+        domain="e.test",
+    )
+    e.add_user("alice", "alice-pw")
+    e.start()
+    p = make_prosody(
+        "p1.test", P_IP, static_routes={"e.test": ("127.0.0.1", s2s_port)}, users={"romeo": "romeo-pw"}
+    )
+
+    async def scenario():
+        alice = await Client(e, "alice", "alice-pw").login()
+        romeo = await Client(p, "romeo", "romeo-pw").login()
+        alice.send_presence_subscription(pto="romeo@p1.test")
+        await next_matching(romeo.subscriptions, lambda x: x["type"] == "subscribe")
+        romeo.send_presence(pto="alice@e.test", ptype="subscribed")
+        await next_matching(
+            alice.presences, lambda x: x["from"].bare == "romeo@p1.test" and x["type"] == "available"
+        )
+        p.kill()
+        pr = await next_matching(
+            alice.presences,
+            lambda x: x["from"].bare == "romeo@p1.test" and x["type"] == "unavailable",
+            timeout=30,
+        )
+        assert "cannot be reached" in pr["status"]
+        await alice.logout()
+
+    asyncio.run(scenario())

@@ -34,8 +34,14 @@ pub struct Hub {
     blocks: Mutex<HashMap<Jid, Arc<Vec<Jid>>>>,
     /// Presence policy rules by bare JID, with the time they were read: the CLI may change them
     /// from another process, so they are re-read after [`RULES_TTL`].
-    rules: Mutex<HashMap<Jid, (std::time::Instant, Arc<Vec<policy::Entry>>)>>,
+    rules: Mutex<HashMap<Jid, CachedRules>>,
+    /// Available presence local users hold from foreign contacts, by foreign domain: (local
+    /// bare JID, foreign full JID). When a domain is lost for good, these become unavailable.
+    remote_presence: Mutex<HashMap<String, std::collections::HashSet<(Jid, Jid)>>>,
 }
+
+/// A user's presence rules and when they were read.
+type CachedRules = (std::time::Instant, Arc<Vec<policy::Entry>>);
 
 /// How long cached presence policy rules are trusted.
 const RULES_TTL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -51,6 +57,7 @@ impl Hub {
             remote: Arc::new(NoFederation),
             blocks: Mutex::new(HashMap::new()),
             rules: Mutex::new(HashMap::new()),
+            remote_presence: Mutex::new(HashMap::new()),
         }
     }
 
@@ -506,6 +513,9 @@ impl Hub {
         if self.is_blocked(&user, &from).await? {
             return Ok(());
         }
+        if !self.is_local_domain(from.domain()) && matches!(ptype.as_str(), "" | "unavailable") {
+            self.track_remote_presence(&user, &from, ptype.is_empty());
+        }
         match ptype.as_str() {
             "probe" => self.answer_probe(&user, &from).await,
             "" | "unavailable" | "error" => {
@@ -521,6 +531,75 @@ impl Hub {
                 Ok(())
             }
             _ => Ok(()),
+        }
+    }
+
+    fn track_remote_presence(&self, user: &Jid, from: &Jid, available: bool) {
+        let mut map = self
+            .remote_presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let set = map.entry(from.domain().to_string()).or_default();
+        if available {
+            set.insert((user.clone(), from.clone()));
+        } else if from.is_bare() {
+            set.retain(|(u, f)| !(u == user && f.to_bare() == *from));
+        } else {
+            set.remove(&(user.clone(), from.clone()));
+        }
+    }
+
+    /// Federation could not reach `domain` for good: every contact of that domain that local
+    /// users saw available becomes unavailable for them (RFC 6121 §4.3: the server may generate
+    /// unavailable presence when it cannot reach a contact's server).
+    pub async fn remote_domain_lost(&self, domain: &str) {
+        let lost = self
+            .remote_presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(domain)
+            .unwrap_or_default();
+        if !lost.is_empty() {
+            tracing::info!(%domain, contacts = lost.len(), "foreign domain lost: its contacts become unavailable");
+        }
+        for (user, from) in lost {
+            let p = Element::new("presence", NS_CLIENT)
+                .attr("type", "unavailable")
+                .attr("from", from.to_string())
+                .attr("to", user.to_string())
+                .child(
+                    Element::new("status", NS_CLIENT).text(format!("{domain} cannot be reached")),
+                );
+            for s in self.sessions.available(&user) {
+                s.handle.send(p.clone());
+            }
+        }
+    }
+
+    /// A stream from `domain` broke: ask its contacts for their presence again. If the domain
+    /// cannot be reached, federation reports it lost and [`Hub::remote_domain_lost`] follows.
+    pub async fn probe_remote_domain(&self, domain: &str) {
+        let pairs: Vec<(Jid, Jid)> = {
+            let map = self
+                .remote_presence
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let mut v: Vec<(Jid, Jid)> = map
+                .get(domain)
+                .map(|s| s.iter().map(|(u, f)| (u.clone(), f.to_bare())).collect())
+                .unwrap_or_default();
+            v.sort();
+            v.dedup();
+            v
+        };
+        for (user, contact) in pairs {
+            let probe = Element::new("presence", NS_CLIENT)
+                .attr("type", "probe")
+                .attr("from", user.to_string())
+                .attr("to", contact.to_string());
+            if let Err(e) = self.route(probe).await {
+                tracing::error!(error = %e, "store error while probing");
+            }
         }
     }
 
@@ -594,7 +673,10 @@ impl Hub {
             self.store
                 .policy_set(&user.to_string(), &contact.to_string(), rule.as_str())
                 .await?;
-            self.rules.lock().unwrap_or_else(|e| e.into_inner()).remove(&user);
+            self.rules
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&user);
         }
         // A request, an approval, or (RFC 6121 §3.4.2) a pre-approval for a contact not yet in
         // the roster creates an item and pushes it; a pre-approved item shows approved="true".
@@ -1245,7 +1327,12 @@ impl Hub {
 
     /// The user's presence rules (allow / deny / block), cached for [`RULES_TTL`].
     pub async fn policy_entries(&self, user: &Jid) -> Res<Arc<Vec<policy::Entry>>> {
-        if let Some((at, l)) = self.rules.lock().unwrap_or_else(|e| e.into_inner()).get(user) {
+        if let Some((at, l)) = self
+            .rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+        {
             if at.elapsed() < RULES_TTL {
                 return Ok(l.clone());
             }
@@ -1320,7 +1407,10 @@ impl Hub {
         if blocked_by(&self.block_list(user).await?, other) {
             return Ok(true);
         }
-        Ok(policy::blocks_messages(&self.policy_entries(user).await?, other))
+        Ok(policy::blocks_messages(
+            &self.policy_entries(user).await?,
+            other,
+        ))
     }
 
     // ---- replies ----

@@ -12,6 +12,7 @@
 //! checks go to the hub.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::{Config, PeerTls};
 use crate::hub::Hub;
@@ -56,7 +58,15 @@ pub struct S2s {
     hub: OnceLock<Weak<Hub>>,
     /// A weak reference to ourselves, for the tasks `send` spawns.
     me: Weak<S2s>,
-    links: Mutex<HashMap<(String, String), mpsc::Sender<Element>>>,
+    links: Mutex<HashMap<(String, String), LinkTx>>,
+}
+
+/// The sending end of one outbound link.
+struct LinkTx {
+    tx: mpsc::Sender<Element>,
+    /// Stanzas handed to the link and not yet written to a stream or bounced: the channel's
+    /// content plus what the link task holds while it (re)connects. `queue_max` bounds it.
+    pending: Arc<AtomicUsize>,
 }
 
 impl S2s {
@@ -165,13 +175,22 @@ impl RemoteRouter for S2s {
         };
         let key = (local.clone(), remote.clone());
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = links.get(&key) {
-            match tx.try_send(stanza) {
+        if let Some(link) = links.get(&key) {
+            let full = || {
+                RemoteError::Timeout(format!(
+                    "too many stanzas are waiting for {remote}, which is not answering"
+                ))
+            };
+            // Counted before it is sent, so the link task never decrements below zero.
+            if link.pending.fetch_add(1, Ordering::SeqCst) >= self.cfg.s2s.queue_max.max(1) {
+                link.pending.fetch_sub(1, Ordering::SeqCst);
+                return Err(full());
+            }
+            match link.tx.try_send(stanza) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    return Err(RemoteError::Timeout(format!(
-                        "too many stanzas are waiting for {remote}, which is not answering"
-                    )))
+                    link.pending.fetch_sub(1, Ordering::SeqCst);
+                    return Err(full());
                 }
                 Err(mpsc::error::TrySendError::Closed(s)) => {
                     links.remove(&key);
@@ -186,24 +205,53 @@ impl RemoteRouter for S2s {
 impl S2s {
     fn spawn_link(
         &self,
-        links: &mut HashMap<(String, String), mpsc::Sender<Element>>,
+        links: &mut HashMap<(String, String), LinkTx>,
         key: (String, String),
         first: Element,
         me: Arc<S2s>,
     ) -> Result<(), RemoteError> {
-        let (tx, rx) = mpsc::channel(self.cfg.s2s.queue_max.max(1));
+        let (tx, mut rx) = mpsc::channel(self.cfg.s2s.queue_max.max(1));
         let _ = tx.try_send(first);
-        links.insert(key.clone(), tx.clone());
-        tokio::spawn(async move {
-            let span = tracing::info_span!("s2s-out", local = %key.0, remote = %key.1);
-            let _g = span.enter();
-            drop(_g);
-            me.clone().run_link(key.0.clone(), key.1.clone(), rx).await;
-            let mut links = me.links.lock().unwrap_or_else(|e| e.into_inner());
-            if links.get(&key).is_some_and(|t| t.same_channel(&tx)) {
-                links.remove(&key);
+        let pending = Arc::new(AtomicUsize::new(1));
+        links.insert(
+            key.clone(),
+            LinkTx {
+                tx: tx.clone(),
+                pending: pending.clone(),
+            },
+        );
+        // The span is attached to the task (not entered and dropped), so every line the link
+        // logs names its domains.
+        let span = tracing::info_span!("s2s-out", local = %key.0, remote = %key.1);
+        tokio::spawn(
+            async move {
+                me.clone()
+                    .run_link(key.0.clone(), key.1.clone(), &mut rx, &pending)
+                    .await;
+                {
+                    let mut links = me.links.lock().unwrap_or_else(|e| e.into_inner());
+                    if links.get(&key).is_some_and(|t| t.tx.same_channel(&tx)) {
+                        links.remove(&key);
+                    }
+                }
+                // Stanzas that raced in while the link was ending (it found the channel empty,
+                // then `send` queued more before the link left the map) go out on a new link
+                // instead of being dropped with the channel.
+                drop(tx);
+                rx.close();
+                while let Ok(el) = rx.try_recv() {
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                    if let Err(e) = me.send(el.clone()) {
+                        let (cond, text) = match &e {
+                            RemoteError::NotFound(t) => ("remote-server-not-found", t),
+                            RemoteError::Timeout(t) => ("remote-server-timeout", t),
+                        };
+                        me.bounce(&el, cond, text).await;
+                    }
+                }
             }
-        });
+            .instrument(span),
+        );
         Ok(())
     }
 
@@ -212,7 +260,8 @@ impl S2s {
         self: Arc<Self>,
         local: String,
         remote: String,
-        mut rx: mpsc::Receiver<Element>,
+        rx: &mut mpsc::Receiver<Element>,
+        pending: &AtomicUsize,
     ) {
         let mut queue: VecDeque<Element> = VecDeque::new();
         let mut first_failure: Option<Instant> = None;
@@ -239,9 +288,15 @@ impl S2s {
                     first_failure = None;
                     backoff = Duration::from_millis(500);
                     tracing::info!(auth = conn.auth.as_str(), "federation link up");
-                    let idle = self.run_connected(conn, &mut queue, &mut rx).await;
+                    let idle = self.run_connected(conn, &mut queue, rx, pending).await;
                     if idle {
                         return;
+                    }
+                    // The connection broke: ask the domain's contacts for their presence
+                    // again, which also makes this link reconnect (or give up and report the
+                    // domain lost).
+                    if let Some(hub) = self.hub() {
+                        hub.probe_remote_domain(&remote).await;
                     }
                 }
                 Err(reason) => {
@@ -257,11 +312,16 @@ impl S2s {
                             queue.push_back(el);
                         }
                         for el in queue.drain(..) {
+                            pending.fetch_sub(1, Ordering::SeqCst);
                             self.bounce(&el, cond, &reason.text).await;
+                        }
+                        if let Some(hub) = self.hub() {
+                            hub.remote_domain_lost(&remote).await;
                         }
                         return;
                     }
-                    // Keep what arrives meanwhile, bounded by the channel; wait and retry.
+                    // Keep what arrives meanwhile (at most queue_max in all, counted by
+                    // `pending`); wait and retry.
                     let wait = backoff
                         .min(retry_for.saturating_sub(started.elapsed()))
                         .max(Duration::from_millis(100));
@@ -279,6 +339,7 @@ impl S2s {
         mut conn: OutConn,
         queue: &mut VecDeque<Element>,
         rx: &mut mpsc::Receiver<Element>,
+        pending: &AtomicUsize,
     ) -> bool {
         let idle = Duration::from_secs(self.cfg.s2s.idle_timeout_secs);
         let mut buf = vec![0u8; 8192];
@@ -286,6 +347,7 @@ impl S2s {
         loop {
             while let Some(el) = queue.pop_front() {
                 conn.stream.send_stanza(&el);
+                pending.fetch_sub(1, Ordering::SeqCst);
             }
             let out = conn.stream.take_output();
             if !out.is_empty() {
@@ -548,14 +610,22 @@ impl S2s {
                     let me = self.clone();
                     let acceptor = acceptor.clone();
                     let shutdown = shutdown.clone();
+                    let span = tracing::info_span!("s2s-in", %peer);
                     tokio::spawn(async move {
-                        let span = tracing::info_span!("s2s-in", %peer);
-                        let _g = span.enter();
-                        drop(_g);
-                        if let Err(e) = me.run_inbound(sock, acceptor, direct_tls, shutdown).await {
-                            tracing::debug!(parent: &span, error = %format!("{e:#}"), "inbound federation connection ended");
+                        let mut summary = InboundSummary::default();
+                        if let Err(e) = me.clone().run_inbound(sock, acceptor, direct_tls, shutdown, &mut summary).await {
+                            tracing::debug!(error = %format!("{e:#}"), "inbound federation connection ended");
                         }
-                    });
+                        // A stream that broke (rather than closed) may mean the peer is gone:
+                        // probe its contacts; if it cannot be reached, they become unavailable.
+                        if !summary.clean {
+                            if let Some(hub) = me.hub() {
+                                for d in &summary.domains {
+                                    hub.probe_remote_domain(d).await;
+                                }
+                            }
+                        }
+                    }.instrument(span));
                 }
                 _ = shutdown.changed() => if *shutdown.borrow() { return },
             }
@@ -568,6 +638,7 @@ impl S2s {
         acceptor: tokio_rustls::TlsAcceptor,
         direct_tls: bool,
         mut shutdown: watch::Receiver<bool>,
+        summary: &mut InboundSummary,
     ) -> Result<()> {
         let _ = sock.set_nodelay(true);
         let hs = Duration::from_secs(self.cfg.s2s.connect_timeout_secs.max(5));
@@ -622,9 +693,11 @@ impl S2s {
                     stream.dialback_verified(&orig, &recv, valid);
                 },
                 _ = tokio::time::sleep_until(deadline) => {
+                    summary.clean = true;
                     stream.close_with_error(StreamErrorCondition::ConnectionTimeout, None);
                 }
                 _ = shutdown.changed() => if *shutdown.borrow() {
+                    summary.clean = true;
                     stream.close_with_error(StreamErrorCondition::SystemShutdown, None);
                 },
             }
@@ -658,17 +731,21 @@ impl S2s {
                         }
                         let me = self.clone();
                         let vtx = vtx.clone();
-                        tokio::spawn(async move {
-                            let ok = me
-                                .verify_dialback(
-                                    receiving.clone(),
-                                    originating.clone(),
-                                    key,
-                                    stream_id,
-                                )
-                                .await;
-                            let _ = vtx.send((originating, receiving, ok)).await;
-                        });
+                        let span = tracing::info_span!("s2s-verify", local = %receiving, remote = %originating);
+                        tokio::spawn(
+                            async move {
+                                let ok = me
+                                    .verify_dialback(
+                                        receiving.clone(),
+                                        originating.clone(),
+                                        key,
+                                        stream_id,
+                                    )
+                                    .await;
+                                let _ = vtx.send((originating, receiving, ok)).await;
+                            }
+                            .instrument(span),
+                        );
                     }
                     S2sInEvent::Authenticated { domain, method } => {
                         if !self.cfg.federation_allowed(&domain) || !self.cfg.s2s.enabled {
@@ -679,6 +756,7 @@ impl S2s {
                             );
                         } else {
                             tracing::info!(%domain, method = method.as_str(), "inbound federation stream authenticated");
+                            summary.domains.push(domain);
                         }
                     }
                     S2sInEvent::Stanza(mut el) => {
@@ -699,16 +777,23 @@ impl S2s {
                             tracing::error!(error = %e, "store error while handling a federated stanza");
                         }
                     }
-                    S2sInEvent::Closed { error } => {
-                        if let Some(e) = error {
-                            tracing::info!(condition = %e, "inbound federation stream closed with an error");
-                        }
+                    S2sInEvent::Closed { error: Some(e) } => {
+                        tracing::info!(condition = %e, "inbound federation stream closed with an error");
                     }
                     _ => {}
                 }
             }
         }
     }
+}
+
+/// What the listener needs to know once an inbound stream is over.
+#[derive(Default)]
+struct InboundSummary {
+    /// Domains authenticated on the stream.
+    domains: Vec<String>,
+    /// The stream ended in order (the peer closed it, or we did for idleness or shutdown).
+    clean: bool,
 }
 
 struct Failure {

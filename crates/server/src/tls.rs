@@ -194,7 +194,9 @@ impl ServerCertVerifier for RecordingVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let r = match &self.inner {
             Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
-            None => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
         };
         *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.is_ok());
         match r {
@@ -209,7 +211,12 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -217,10 +224,17 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -240,13 +254,16 @@ impl Identity {
     }
 }
 
+/// The outcome of the peer certificate check: `None` before it ran, then whether it passed.
+pub type CertCheckSlot = Arc<Mutex<Option<bool>>>;
+
 /// A client configuration for one outbound s2s connection and the slot in which the
 /// certificate check's outcome lands.
 pub fn s2s_client_config(
     roots: &Arc<RootCertStore>,
     id: &Identity,
     strict: bool,
-) -> Result<(Arc<rustls::ClientConfig>, Arc<Mutex<Option<bool>>>)> {
+) -> Result<(Arc<rustls::ClientConfig>, CertCheckSlot)> {
     let inner = if roots.is_empty() {
         None
     } else {

@@ -526,6 +526,8 @@ pub struct S2sIn {
     /// Domains authenticated on this stream.
     authenticated: HashSet<String>,
     sasl_done: bool,
+    /// The peer ended the stream with `</stream:stream>` (as opposed to a broken connection).
+    peer_closed: bool,
 }
 
 impl S2sIn {
@@ -543,6 +545,7 @@ impl S2sIn {
             peer_claim: None,
             authenticated: HashSet::new(),
             sasl_done: false,
+            peer_closed: false,
         }
     }
 
@@ -572,6 +575,12 @@ impl S2sIn {
         self.peer_claim.as_deref()
     }
 
+    /// Whether the peer closed the stream itself (`</stream:stream>`), rather than the
+    /// connection breaking.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
     pub fn authenticated_domains(&self) -> impl Iterator<Item = &String> {
         self.authenticated.iter()
     }
@@ -593,6 +602,7 @@ impl S2sIn {
                     self.ensure_header();
                     self.out.extend_from_slice(b"</stream:stream>");
                     self.state = InState::Closed;
+                    self.peer_closed = true;
                     self.events.push_back(S2sInEvent::Closed { error: None });
                 }
             }
@@ -800,6 +810,14 @@ impl S2sIn {
             };
             let from = from.to_ascii_lowercase();
             let to = to.to_ascii_lowercase();
+            if !self.tls && !self.cfg.plain_allowed.contains(&from) {
+                // The header's `from` got this stream past STARTTLS; a domain that must use TLS
+                // cannot piggyback on it (a downgrade).
+                return self.stream_error(
+                    StreamErrorCondition::PolicyViolation,
+                    Some("TLS is required for that domain"),
+                );
+            }
             if !self.cfg.local_domains.contains(&to) {
                 // XEP-0220 §2.4.1 errors: an unknown receiving domain.
                 self.out.extend_from_slice(
@@ -1183,6 +1201,35 @@ mod tests {
                 .any(|e| matches!(e, S2sInEvent::DialbackVerify { .. })),
             "{ie:?}"
         );
+    }
+
+    #[test]
+    fn plain_tcp_allowance_is_per_domain_not_per_stream() {
+        // The header claims a plain-allowed domain, then dialback is asked for another one.
+        let mut i = S2sIn::new(S2sInConfig {
+            plain_allowed: ["legacy.test".to_string()].into_iter().collect(),
+            ..in_cfg()
+        });
+        i.receive(b"<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='legacy.test' to='b.test' version='1.0'>");
+        let _ = i.take_output();
+        i.receive(b"<db:result from='a.test' to='b.test'>key</db:result>");
+        assert_eq!(
+            i.poll_event(),
+            Some(S2sInEvent::Closed {
+                error: Some(StreamErrorCondition::PolicyViolation)
+            })
+        );
+        // The allowed domain itself may use dialback on plain TCP.
+        let mut i = S2sIn::new(S2sInConfig {
+            plain_allowed: ["legacy.test".to_string()].into_iter().collect(),
+            ..in_cfg()
+        });
+        i.receive(b"<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='legacy.test' to='b.test' version='1.0'>");
+        i.receive(b"<db:result from='legacy.test' to='b.test'>key</db:result>");
+        assert!(matches!(
+            i.poll_event(),
+            Some(S2sInEvent::DialbackVerify { .. })
+        ));
     }
 
     #[test]
