@@ -170,13 +170,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Presence(PresenceCmd::Map { from, to }) => {
             use entente_model::availability::{render_matrix, Profile};
-            let names = || Profile::ALL.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
-            let from: Profile = from
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--from {from:?}: unknown profile; use one of {}", names()))?;
-            let to: Profile = to
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--to {to:?}: unknown profile; use one of {}", names()))?;
+            let names = || {
+                Profile::ALL
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let from: Profile = from.parse().map_err(|_| {
+                anyhow::anyhow!("--from {from:?}: unknown profile; use one of {}", names())
+            })?;
+            let to: Profile = to.parse().map_err(|_| {
+                anyhow::anyhow!("--to {to:?}: unknown profile; use one of {}", names())
+            })?;
             print!("{}", render_matrix(from, to));
             Ok(())
         }
@@ -190,9 +196,14 @@ fn run(cli: Cli) -> Result<()> {
                 xmpp: !sip_only,
                 sip: !xmpp_only,
             };
-            let steps = runtime()?.block_on(entente_server::check::check_federation(&cfg, &domain, which, |s| {
-                println!("{s}");
-            }))?;
+            let steps = runtime()?.block_on(entente_server::check::check_federation(
+                &cfg,
+                &domain,
+                which,
+                |s| {
+                    println!("{s}");
+                },
+            ))?;
             let failed = steps
                 .iter()
                 .filter(|s| s.verdict == entente_server::check::Verdict::Fail)
@@ -277,24 +288,39 @@ fn dns_records(cfg: &Config, ttl: u32) -> Result<String> {
     let mut out = String::new();
     writeln!(out, "; DNS records for federation with {domain}")?;
     if !cfg.s2s.enabled {
-        writeln!(out, "; note: XMPP federation is disabled in this configuration ([s2s] enabled = false)")?;
+        writeln!(
+            out,
+            "; note: XMPP federation is disabled in this configuration ([s2s] enabled = false)"
+        )?;
     }
     if let Some(port) = port_of(&cfg.s2s.listen) {
-        writeln!(out, "; XMPP server-to-server, STARTTLS (RFC 6120 section 3.2)")?;
+        writeln!(
+            out,
+            "; XMPP server-to-server, STARTTLS (RFC 6120 section 3.2)"
+        )?;
         for h in &hosts {
-            writeln!(out, "_xmpp-server._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}.")?;
+            writeln!(
+                out,
+                "_xmpp-server._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}."
+            )?;
         }
     }
     if let Some(port) = port_of(&cfg.s2s.direct_tls_listen) {
         writeln!(out, "; XMPP server-to-server, direct TLS (XEP-0368)")?;
         for h in &hosts {
-            writeln!(out, "_xmpps-server._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}.")?;
+            writeln!(
+                out,
+                "_xmpps-server._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}."
+            )?;
         }
     }
     if let Some(port) = port_of(&cfg.c2s.listen) {
         writeln!(out, "; XMPP clients (RFC 6120 section 3.2)")?;
         for h in &hosts {
-            writeln!(out, "_xmpp-client._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}.")?;
+            writeln!(
+                out,
+                "_xmpp-client._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}."
+            )?;
         }
     }
     writeln!(
@@ -361,7 +387,10 @@ async fn policy_cmd(cfg: Config, cmd: PolicyCmd) -> Result<()> {
             let a = hub.admin_policy();
             println!("local domain: {}", cfg.domain);
             println!("federation:   {:?}", a.federation);
-            println!("default:      {:?} (for watchers no rule decides)", a.default);
+            println!(
+                "default:      {:?} (for watchers no rule decides)",
+                a.default
+            );
         }
         PolicyCmd::Show { user } => {
             let jid = user_jid(&cfg, &user)?;

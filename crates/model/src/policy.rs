@@ -112,7 +112,8 @@ impl Target {
     /// beats a farther one).
     fn specificity(&self, watcher: &Jid) -> Option<usize> {
         match self {
-            Target::User(j) => (j.local() == watcher.local() && j.domain() == watcher.domain()).then_some(usize::MAX),
+            Target::User(j) => (j.local() == watcher.local() && j.domain() == watcher.domain())
+                .then_some(usize::MAX),
             Target::Domain { domain, subdomains } => {
                 if domain == watcher.domain() {
                     Some(usize::MAX - 1)
@@ -130,8 +131,14 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::User(j) => write!(f, "{j}"),
-            Target::Domain { domain, subdomains: true } => write!(f, "*.{domain}"),
-            Target::Domain { domain, subdomains: false } => write!(f, "{domain}"),
+            Target::Domain {
+                domain,
+                subdomains: true,
+            } => write!(f, "*.{domain}"),
+            Target::Domain {
+                domain,
+                subdomains: false,
+            } => write!(f, "{domain}"),
         }
     }
 }
@@ -260,32 +267,108 @@ mod tests {
         let allow_partner = FederationRule::Allowlist(vec!["partner.example".into()]);
         let cases: Vec<(FederationRule, D, Vec<Entry>, &str, Decision)> = vec![
             // allowed domain, blocked user
-            (open.clone(), D::Ask, vec![e("bob@partner.example", Rule::Block)], "bob@partner.example", PoliteDeny),
+            (
+                open.clone(),
+                D::Ask,
+                vec![e("bob@partner.example", Rule::Block)],
+                "bob@partner.example",
+                PoliteDeny,
+            ),
             // blocked domain, allowed user: the admin layer wins
-            (deny_evil.clone(), D::Ask, vec![e("eve@evil.example", Rule::Allow)], "eve@evil.example", Refuse),
+            (
+                deny_evil.clone(),
+                D::Ask,
+                vec![e("eve@evil.example", Rule::Allow)],
+                "eve@evil.example",
+                Refuse,
+            ),
             // allowlist without the domain
-            (allow_partner.clone(), D::Allow, vec![], "x@other.example", Refuse),
+            (
+                allow_partner.clone(),
+                D::Allow,
+                vec![],
+                "x@other.example",
+                Refuse,
+            ),
             (allow_partner, D::Ask, vec![], "x@partner.example", Ask),
             // undecided watchers follow the admin default
             (open.clone(), D::Ask, vec![], "x@partner.example", Ask),
             (open.clone(), D::Allow, vec![], "x@partner.example", Allow),
-            (open.clone(), D::Deny, vec![], "x@partner.example", PoliteDeny),
+            (
+                open.clone(),
+                D::Deny,
+                vec![],
+                "x@partner.example",
+                PoliteDeny,
+            ),
             // domain block with and without subdomains
-            (open.clone(), D::Ask, vec![e("partner.example", Rule::Deny)], "x@sub.partner.example", Ask),
-            (open.clone(), D::Ask, vec![e("*.partner.example", Rule::Deny)], "x@sub.partner.example", PoliteDeny),
-            (open.clone(), D::Ask, vec![e("*.partner.example", Rule::Deny)], "x@partner.example", PoliteDeny),
-            (open.clone(), D::Ask, vec![e("partner.example", Rule::Deny)], "x@badpartner.example", Ask),
+            (
+                open.clone(),
+                D::Ask,
+                vec![e("partner.example", Rule::Deny)],
+                "x@sub.partner.example",
+                Ask,
+            ),
+            (
+                open.clone(),
+                D::Ask,
+                vec![e("*.partner.example", Rule::Deny)],
+                "x@sub.partner.example",
+                PoliteDeny,
+            ),
+            (
+                open.clone(),
+                D::Ask,
+                vec![e("*.partner.example", Rule::Deny)],
+                "x@partner.example",
+                PoliteDeny,
+            ),
+            (
+                open.clone(),
+                D::Ask,
+                vec![e("partner.example", Rule::Deny)],
+                "x@badpartner.example",
+                Ask,
+            ),
             // a user entry beats its domain's
-            (open.clone(), D::Ask, vec![e("*.partner.example", Rule::Deny), e("bob@partner.example", Rule::Allow)], "bob@partner.example", Allow),
+            (
+                open.clone(),
+                D::Ask,
+                vec![
+                    e("*.partner.example", Rule::Deny),
+                    e("bob@partner.example", Rule::Allow),
+                ],
+                "bob@partner.example",
+                Allow,
+            ),
             // the nearer parent beats the farther one
-            (open.clone(), D::Ask, vec![e("*.example", Rule::Deny), e("*.partner.example", Rule::Allow)], "x@a.partner.example", Allow),
+            (
+                open.clone(),
+                D::Ask,
+                vec![
+                    e("*.example", Rule::Deny),
+                    e("*.partner.example", Rule::Allow),
+                ],
+                "x@a.partner.example",
+                Allow,
+            ),
             // local watchers are never refused at the domain level
-            (FederationRule::Allowlist(vec![]), D::Ask, vec![], "colleague@cup.example.com", Ask),
+            (
+                FederationRule::Allowlist(vec![]),
+                D::Ask,
+                vec![],
+                "colleague@cup.example.com",
+                Ask,
+            ),
             // a denylisted domain is refused even with the default allow
             (deny_evil, D::Allow, vec![], "x@evil.example", Refuse),
         ];
         for (i, (fed, def, entries, watcher, want)) in cases.into_iter().enumerate() {
-            assert_eq!(decide(&admin(fed, def), &entries, &j(watcher)), want, "case {i}: {watcher}");
+            assert_eq!(
+                decide(&admin(fed, def), &entries, &j(watcher)),
+                want,
+                "case {i}: {watcher}"
+            );
         }
     }
 
@@ -303,6 +386,9 @@ mod tests {
             assert_eq!(Target::parse(s).unwrap().to_string(), s);
         }
         assert!(Target::parse("*.").is_err());
-        assert_eq!(Target::parse("Bob@X.example/res").unwrap().to_string(), "bob@x.example");
+        assert_eq!(
+            Target::parse("Bob@X.example/res").unwrap().to_string(),
+            "bob@x.example"
+        );
     }
 }

@@ -360,12 +360,18 @@ impl Store {
 
     /// A user's presence rules as (target, rule) text pairs, sorted by target.
     pub async fn policy_rules(&self, owner: &str) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT target, rule FROM policy_rules WHERE owner = $1 ORDER BY target")
-            .bind(owner)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT target, rule FROM policy_rules WHERE owner = $1 ORDER BY target")
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get::<String, _>("target")?, r.try_get::<String, _>("rule")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("target")?,
+                    r.try_get::<String, _>("rule")?,
+                ))
+            })
             .collect()
     }
 
