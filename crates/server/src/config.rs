@@ -22,6 +22,59 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub sip: SipConfig,
+}
+
+/// The SIP endpoint (transports and transaction layer). Nothing is federated over SIP yet: with
+/// `enabled = true` the server answers OPTIONS and refuses every other request with `403`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// SIP on or off. Off, no SIP socket is opened.
+    pub enabled: bool,
+    /// Addresses for SIP over UDP.
+    pub listen_udp: Vec<String>,
+    /// Addresses for SIP over TCP.
+    pub listen_tcp: Vec<String>,
+    /// Addresses for SIP over TLS (TLS from the first byte, RFC 3261 §26.2).
+    pub listen_tls: Vec<String>,
+    /// Largest message accepted (start-line, headers and body), in bytes.
+    pub max_message_bytes: usize,
+    /// Seconds a TCP/TLS connection may carry nothing before it is closed (0: never).
+    pub idle_timeout_secs: u64,
+    /// Messages per second one connection (or, over UDP, one source address) may send,
+    /// with a burst of twice as many.
+    pub max_messages_per_second: u32,
+    /// Most simultaneous TCP/TLS connections, inbound and outbound together.
+    pub max_connections: usize,
+    /// The RFC 3261 T1 timer (RTT estimate) in milliseconds; every other timer derives from it.
+    pub t1_ms: u64,
+    /// The host written in our Via headers (default: the domain).
+    pub via_host: Option<String>,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            enabled: false,
+            listen_udp: vec!["0.0.0.0:5060".to_string()],
+            listen_tcp: vec!["0.0.0.0:5060".to_string()],
+            listen_tls: vec!["0.0.0.0:5061".to_string()],
+            max_message_bytes: 64 * 1024,
+            idle_timeout_secs: 600,
+            max_messages_per_second: 200,
+            max_connections: 1024,
+            t1_ms: 500,
+            via_host: None,
+        }
+    }
+}
+
+impl SipConfig {
+    /// The host for our Via headers.
+    pub fn via_host<'a>(&'a self, domain: &'a str) -> &'a str {
+        self.via_host.as_deref().unwrap_or(domain)
+    }
 }
 
 /// XMPP server-to-server federation.
@@ -109,6 +162,17 @@ pub struct PeerConfig {
     /// Static routes (`host:port`, `tls://host:port` for direct TLS) tried before DNS.
     #[serde(default)]
     pub routes: Vec<String>,
+    /// The peer's presence profile (`sametime`, `webex`, `fed-xmpp`, …): presence crossing the
+    /// border is mapped through the availability tables. None: passed unchanged.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+impl PeerConfig {
+    /// The parsed profile (validated when the configuration is loaded).
+    pub fn presence_profile(&self) -> Option<entente_model::availability::Profile> {
+        self.profile.as_deref().and_then(|p| p.parse().ok())
+    }
 }
 
 fn default_peer_tls() -> PeerTls {
@@ -255,6 +319,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            sip: SipConfig::default(),
         }
     }
 }
@@ -398,6 +463,15 @@ impl Config {
                     format!("{:?}: {e}", p.domain),
                 )
             })?;
+            if let Some(prof) = &p.profile {
+                prof.parse::<entente_model::availability::Profile>()
+                    .map_err(|_| {
+                        invalid(
+                            &format!("s2s.peer[{i}].profile"),
+                            format!("{prof:?}: use xmpp, fed-xmpp, sametime or webex"),
+                        )
+                    })?;
+            }
             for (j, r) in p.routes.iter().enumerate() {
                 r.parse::<entente_dns::StaticRoute>().map_err(|e| {
                     invalid(&format!("s2s.peer[{i}].routes[{j}]"), format!("{r:?}: {e}"))
@@ -418,10 +492,77 @@ impl Config {
                 "must be at least 1024".into(),
             ));
         }
+        self.validate_sip()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid(
                 "log.format",
                 format!("{:?}: use \"text\" or \"json\"", self.log.format),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the `[sip]` section (whether or not it is enabled, so that a typo is found before
+    /// the day SIP is switched on).
+    fn validate_sip(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            message,
+        };
+        let s = &self.sip;
+        for (name, list) in [
+            ("listen_udp", &s.listen_udp),
+            ("listen_tcp", &s.listen_tcp),
+            ("listen_tls", &s.listen_tls),
+        ] {
+            for (i, l) in list.iter().enumerate() {
+                l.parse::<SocketAddr>().map_err(|e| {
+                    invalid(
+                        &format!("sip.{name}[{i}]"),
+                        format!("{l:?} is not an address:port: {e}"),
+                    )
+                })?;
+            }
+        }
+        if s.enabled
+            && s.listen_udp.is_empty()
+            && s.listen_tcp.is_empty()
+            && s.listen_tls.is_empty()
+        {
+            return Err(invalid(
+                "sip.listen_udp",
+                "SIP is enabled but listen_udp, listen_tcp and listen_tls are all empty".into(),
+            ));
+        }
+        // 1 KiB is far below any real message; 16 MiB bounds the memory one peer can pin.
+        if !(1024..=16 * 1024 * 1024).contains(&s.max_message_bytes) {
+            return Err(invalid(
+                "sip.max_message_bytes",
+                format!("{}: must be between 1024 and 16777216", s.max_message_bytes),
+            ));
+        }
+        if s.max_messages_per_second == 0 {
+            return Err(invalid(
+                "sip.max_messages_per_second",
+                "must be at least 1".into(),
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(invalid("sip.max_connections", "must be at least 1".into()));
+        }
+        // RFC 3261 §17.1.1.1 recommends 500 ms; below 10 ms retransmissions would flood a link,
+        // above 60 s Timer B/F (64·T1) would exceed an hour.
+        if !(10..=60_000).contains(&s.t1_ms) {
+            return Err(invalid(
+                "sip.t1_ms",
+                format!("{}: must be between 10 and 60000", s.t1_ms),
+            ));
+        }
+        let via = s.via_host(&self.domain);
+        if entente_sip_proto::Host::parse(via).is_err() {
+            return Err(invalid(
+                "sip.via_host",
+                format!("{via:?} is not a host name or IP address"),
             ));
         }
         Ok(())
@@ -486,5 +627,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_stanza_bytes"), "{e}");
+    }
+
+    #[test]
+    fn sip_section() {
+        let c = Config::parse("").unwrap();
+        assert!(!c.sip.enabled);
+        assert_eq!(c.sip.listen_tls, vec!["0.0.0.0:5061"]);
+        assert_eq!(c.sip.max_message_bytes, 65536);
+        assert_eq!(c.sip.t1_ms, 500);
+        assert_eq!(c.sip.via_host(&c.domain), "localhost");
+        let c = Config::parse(
+            "[sip]\nenabled = true\nlisten_udp = [\"127.0.0.1:0\"]\nlisten_tcp = []\nlisten_tls = []\nt1_ms = 50\nvia_host = \"sip.example.com\"",
+        )
+        .unwrap();
+        assert_eq!(c.sip.t1_ms, 50);
+        assert_eq!(c.sip.via_host(&c.domain), "sip.example.com");
+        for (text, key) in [
+            ("[sip]\nlisten_tcp = [\"x\"]", "sip.listen_tcp[0]"),
+            ("[sip]\nmax_message_bytes = 10", "sip.max_message_bytes"),
+            ("[sip]\nt1_ms = 0", "sip.t1_ms"),
+            (
+                "[sip]\nmax_messages_per_second = 0",
+                "sip.max_messages_per_second",
+            ),
+            ("[sip]\nvia_host = \"a b\"", "sip.via_host"),
+            (
+                "[sip]\nenabled = true\nlisten_udp = []\nlisten_tcp = []\nlisten_tls = []",
+                "sip.listen_udp",
+            ),
+            ("[sip]\nlisten = []", "listen"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 }

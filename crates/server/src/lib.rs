@@ -5,10 +5,13 @@
 //! this crate owns every socket, timer and task.
 
 pub mod c2s;
+pub mod check;
 pub mod config;
 pub mod hub;
+pub mod presence_map;
 pub mod router;
 pub mod s2s;
+pub mod sip;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -22,6 +25,20 @@ use tokio::task::JoinSet;
 pub use config::Config;
 pub use hub::Hub;
 
+/// The locator SIP federation uses: the `[dns]` settings (SIP static routes come with SIP
+/// federation).
+fn sip_locator(cfg: &Config) -> Result<entente_dns::Locator> {
+    let mut lc = entente_dns::LocatorConfig::default();
+    for n in &cfg.dns.nameservers {
+        lc.nameservers
+            .push(n.parse().with_context(|| format!("dns.nameservers: {n}"))?);
+    }
+    if let Some(t) = cfg.dns.timeout_secs {
+        lc.query_timeout = std::time::Duration::from_secs(t.max(1));
+    }
+    entente_dns::Locator::new(lc).context("setting up the DNS resolver for SIP")
+}
+
 /// A running server.
 pub struct Server {
     pub hub: Arc<Hub>,
@@ -29,6 +46,10 @@ pub struct Server {
     pub c2s_addrs: Vec<SocketAddr>,
     /// The addresses the server-to-server listeners are bound to.
     pub s2s_addrs: Vec<SocketAddr>,
+    /// The addresses the SIP listeners are bound to, with their transports.
+    pub sip_addrs: Vec<(entente_sip_proto::Transport, SocketAddr)>,
+    /// The SIP endpoint, when `[sip] enabled`.
+    pub sip: Option<sip::SipHandle>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -88,10 +109,27 @@ impl Server {
                 tasks.spawn(s2s.clone().listen(listener, direct_tls, rx.clone()));
             }
         }
+        let mut sip_addrs = Vec::new();
+        let mut sip = None;
+        if cfg.sip.enabled {
+            let started = sip::start(
+                &cfg,
+                Some(tls::Identity::load(&paths)?),
+                Some(Arc::new(sip_locator(&cfg)?)),
+                Arc::new(sip::DefaultHandler),
+                rx.clone(),
+                &mut tasks,
+            )
+            .await?;
+            sip_addrs = started.addrs;
+            sip = Some(started.handle);
+        }
         Ok(Server {
             hub,
             c2s_addrs,
             s2s_addrs,
+            sip_addrs,
+            sip,
             shutdown,
             tasks,
         })

@@ -143,7 +143,14 @@ impl S2s {
 }
 
 impl RemoteRouter for S2s {
-    fn send(&self, stanza: Element) -> Result<(), RemoteError> {
+    fn send(&self, mut stanza: Element) -> Result<(), RemoteError> {
+        if let Some(profile) = stanza
+            .get_attr("to")
+            .and_then(|t| Jid::parse(t).ok())
+            .and_then(|t| self.cfg.peer(t.domain()).and_then(|p| p.presence_profile()))
+        {
+            crate::presence_map::to_peer(&mut stanza, profile);
+        }
         let (Some(from), Some(to)) = (
             stanza.get_attr("from").and_then(|f| Jid::parse(f).ok()),
             stanza.get_attr("to").and_then(|t| Jid::parse(t).ok()),
@@ -773,6 +780,15 @@ impl S2s {
                         }
                         tokens -= 1.0;
                         retarget(&mut el, NS_SERVER, NS_CLIENT);
+                        if let Some(profile) = el
+                            .get_attr("from")
+                            .and_then(|f| Jid::parse(f).ok())
+                            .and_then(|f| {
+                                self.cfg.peer(f.domain()).and_then(|p| p.presence_profile())
+                            })
+                        {
+                            crate::presence_map::from_peer(&mut el, profile);
+                        }
                         if let Err(e) = hub.route(el).await {
                             tracing::error!(error = %e, "store error while handling a federated stanza");
                         }
