@@ -41,6 +41,8 @@ def s2s_extra(*, listen, cert=None, ca=None, peers=(), nameservers=(), s2s=""):
             out.append(f'tls = "{p["tls"]}"')
         if p.get("routes"):
             out.append("routes = [" + ", ".join(f'"{r}"' for r in p["routes"]) + "]")
+        if p.get("profile"):
+            out.append(f'profile = "{p["profile"]}"')
         out.append("")
     if nameservers:
         out.append("[dns]")
