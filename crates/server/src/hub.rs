@@ -711,22 +711,10 @@ impl Hub {
             self.route(f).await?;
         }
         if out.send_presence {
-            for sess in self.sessions.available(&user) {
-                if let Some(mut p) = sess.presence {
-                    p.set_attr("from", sess.handle.jid.to_string());
-                    p.set_attr("to", contact.to_string());
-                    self.route(p).await?;
-                }
-            }
+            self.send_current_presence(&user, &contact).await?;
         }
         if out.send_unavailable {
-            for sess in self.sessions.available(&user) {
-                let p = Element::new("presence", NS_CLIENT)
-                    .attr("type", "unavailable")
-                    .attr("from", sess.handle.jid.to_string())
-                    .attr("to", contact.to_string());
-                self.route(p).await?;
-            }
+            self.send_unavailable(&user, &contact).await?;
         }
         Ok(())
     }
@@ -801,22 +789,34 @@ impl Hub {
             self.route(r).await?;
         }
         if out.send_presence {
-            for sess in self.sessions.available(&user) {
-                if let Some(mut p) = sess.presence {
-                    p.set_attr("from", sess.handle.jid.to_string());
-                    p.set_attr("to", contact.to_string());
-                    self.route(p).await?;
-                }
-            }
+            self.send_current_presence(&user, &contact).await?;
         }
         if out.send_unavailable {
-            for sess in self.sessions.available(&user) {
-                let p = Element::new("presence", NS_CLIENT)
-                    .attr("type", "unavailable")
-                    .attr("from", sess.handle.jid.to_string())
-                    .attr("to", contact.to_string());
+            self.send_unavailable(&user, &contact).await?;
+        }
+        Ok(())
+    }
+
+    /// The current presence of each of `user`'s available resources, to `contact`.
+    async fn send_current_presence(&self, user: &Jid, contact: &Jid) -> Res<()> {
+        for sess in self.sessions.available(user) {
+            if let Some(mut p) = sess.presence {
+                p.set_attr("from", sess.handle.jid.to_string());
+                p.set_attr("to", contact.to_string());
                 self.route(p).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Unavailable from each of `user`'s available resources, to `contact`.
+    async fn send_unavailable(&self, user: &Jid, contact: &Jid) -> Res<()> {
+        for sess in self.sessions.available(user) {
+            let p = Element::new("presence", NS_CLIENT)
+                .attr("type", "unavailable")
+                .attr("from", sess.handle.jid.to_string())
+                .attr("to", contact.to_string());
+            self.route(p).await?;
         }
         Ok(())
     }
@@ -1108,13 +1108,7 @@ impl Hub {
                     .attr("from", user.to_string())
                     .attr("to", contact.to_string());
                 self.route(p).await?;
-                for sess in self.sessions.available(&user) {
-                    let p = Element::new("presence", NS_CLIENT)
-                        .attr("type", "unavailable")
-                        .attr("from", sess.handle.jid.to_string())
-                        .attr("to", contact.to_string());
-                    self.route(p).await?;
-                }
+                self.send_unavailable(&user, &contact).await?;
             }
             return Ok(());
         }
@@ -1279,20 +1273,10 @@ impl Hub {
                     };
                     let was = blocked_by(&previously, &c);
                     let is = blocked_by(&now, &c);
-                    for sess in self.sessions.available(&user) {
-                        if !was && is {
-                            let p = Element::new("presence", NS_CLIENT)
-                                .attr("type", "unavailable")
-                                .attr("from", sess.handle.jid.to_string())
-                                .attr("to", c.to_string());
-                            self.route(p).await?;
-                        } else if was && !is {
-                            if let Some(mut p) = sess.presence.clone() {
-                                p.set_attr("from", sess.handle.jid.to_string());
-                                p.set_attr("to", c.to_string());
-                                self.route(p).await?;
-                            }
-                        }
+                    if !was && is {
+                        self.send_unavailable(&user, &c).await?;
+                    } else if was && !is {
+                        self.send_current_presence(&user, &c).await?;
                     }
                 }
                 Ok(())
