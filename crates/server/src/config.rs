@@ -23,6 +23,29 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub sip: SipConfig,
+    pub admin: AdminConfig,
+}
+
+/// The admin HTTP API (`docs/admin-api.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The API on or off. Off, no HTTP socket is opened.
+    pub enabled: bool,
+    /// The address the API listens on (loopback by default: it speaks plain HTTP).
+    pub listen: String,
+    /// A file holding the bearer token (surrounding whitespace is ignored); required when enabled.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: false,
+            listen: "127.0.0.1:5280".to_string(),
+            token_file: None,
+        }
+    }
 }
 
 /// The SIP endpoint (transports and transaction layer). Nothing is federated over SIP yet: with
@@ -320,6 +343,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             sip: SipConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -493,6 +517,18 @@ impl Config {
             ));
         }
         self.validate_sip()?;
+        self.admin.listen.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "admin.listen",
+                format!("{:?} is not an address:port: {e}", self.admin.listen),
+            )
+        })?;
+        if self.admin.enabled && self.admin.token_file.is_none() {
+            return Err(invalid(
+                "admin.token_file",
+                "the admin API is enabled, so a file holding its bearer token is needed".into(),
+            ));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid(
                 "log.format",
@@ -627,6 +663,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_stanza_bytes"), "{e}");
+    }
+
+    #[test]
+    fn admin_section() {
+        let c = Config::parse("").unwrap();
+        assert!(!c.admin.enabled);
+        assert_eq!(c.admin.listen, "127.0.0.1:5280");
+        assert!(c.admin.token_file.is_none());
+        let c = Config::parse(
+            "[admin]\nenabled = true\nlisten = \"127.0.0.1:0\"\ntoken_file = \"/etc/entente/token\"",
+        )
+        .unwrap();
+        assert!(c.admin.enabled);
+        for (text, key) in [
+            ("[admin]\nenabled = true", "admin.token_file"),
+            ("[admin]\nlisten = \"nope\"", "admin.listen"),
+            ("[admin]\ntoken = \"x\"", "token"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -1336,6 +1336,14 @@ impl Hub {
         Ok(list)
     }
 
+    /// Forgets the cached presence rules of `user` (after an admin changed them).
+    pub fn invalidate_policy(&self, user: &Jid) {
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(user);
+    }
+
     /// The admin layer of the policy, from the configuration.
     pub fn admin_policy(&self) -> policy::AdminPolicy {
         use crate::config::{DefaultPolicy, FederationPolicy};

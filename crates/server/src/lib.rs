@@ -4,6 +4,7 @@
 //! Protocol state machines live in the sans-IO crates (`entente-xmpp-proto`, `entente-sip-proto`);
 //! this crate owns every socket, timer and task.
 
+pub mod admin;
 pub mod c2s;
 pub mod check;
 pub mod config;
@@ -50,6 +51,8 @@ pub struct Server {
     pub sip_addrs: Vec<(entente_sip_proto::Transport, SocketAddr)>,
     /// The SIP endpoint, when `[sip] enabled`.
     pub sip: Option<sip::SipHandle>,
+    /// The address the admin HTTP API is bound to, when `[admin] enabled`.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -124,12 +127,30 @@ impl Server {
             sip_addrs = started.addrs;
             sip = Some(started.handle);
         }
+        let mut admin_addr = None;
+        if cfg.admin.enabled {
+            let token_file = cfg
+                .admin
+                .token_file
+                .as_deref()
+                .context("admin.token_file: required when the admin API is enabled")?;
+            let token = admin::read_token(token_file)?;
+            let addr = &cfg.admin.listen;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for the admin API on {addr} (admin.listen)"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(addr = %local, "serving the admin HTTP API");
+            admin_addr = Some(local);
+            tasks.spawn(admin::serve(hub.clone(), token, listener, rx.clone()));
+        }
         Ok(Server {
             hub,
             c2s_addrs,
             s2s_addrs,
             sip_addrs,
             sip,
+            admin_addr,
             shutdown,
             tasks,
         })

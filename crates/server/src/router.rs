@@ -178,6 +178,14 @@ impl Sessions {
         }
     }
 
+    /// Every bound session (a snapshot), sorted by full JID.
+    pub fn all(&self) -> Vec<SessionState> {
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<SessionState> = map.values().flatten().cloned().collect();
+        out.sort_by_key(|s| s.handle.jid.to_string());
+        out
+    }
+
     /// Number of bound sessions.
     pub fn count(&self) -> usize {
         let map = self.inner.read().unwrap_or_else(|e| e.into_inner());

@@ -1,0 +1,667 @@
+//! The admin HTTP API (`[admin]`, `docs/admin-api.md`): accounts, connected sessions and
+//! presence policy over JSON, for operators and their tooling.
+//!
+//! Every route but `/health` needs `Authorization: Bearer <token>`, the token being the content
+//! of `admin.token_file`. Errors are `{"error": "..."}` with a fitting status code.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::{Json, Router};
+use entente_model::jid::Jid;
+use entente_model::policy::{DefaultAction, FederationRule, Rule, Target};
+use entente_store::StoreError;
+use entente_xmpp_proto::scram::{Credentials, DEFAULT_ITERATIONS};
+use entente_xmpp_proto::StreamErrorCondition;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::Hub;
+
+/// What every handler sees.
+struct AdminState {
+    hub: Arc<Hub>,
+    token: Vec<u8>,
+}
+
+type St = State<Arc<AdminState>>;
+
+/// An error answer: a status and a message, sent as `{"error": message}`.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+    fn not_found(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::NOT_FOUND, msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Exists(what) => ApiError(StatusCode::CONFLICT, format!("{what} exists")),
+            StoreError::NotFound(what) => ApiError::not_found(format!("{what} does not exist")),
+            other => {
+                tracing::error!(error = %other, "admin API: store error");
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the database did not answer; see the server log".into(),
+                )
+            }
+        }
+    }
+}
+
+type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// Reads the bearer token from `path` (surrounding whitespace ignored; it must not be empty).
+pub fn read_token(path: &std::path::Path) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading the admin token (admin.token_file) {}",
+            path.display()
+        )
+    })?;
+    let token = text.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "admin.token_file {} is empty",
+        path.display()
+    );
+    Ok(token.as_bytes().to_vec())
+}
+
+/// Serves the API on `listener` until `shutdown` turns true.
+pub async fn serve(
+    hub: Arc<Hub>,
+    token: Vec<u8>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = router(hub, token);
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "the admin API stopped");
+    }
+}
+
+/// The routes, with authentication in front of everything but `/health`.
+fn router(hub: Arc<Hub>, token: Vec<u8>) -> Router {
+    let state = Arc::new(AdminState { hub, token });
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/openapi.json", get(openapi))
+        .route("/api/users", get(users_list).post(user_create))
+        .route("/api/users/{name}", delete(user_delete))
+        .route("/api/users/{name}/password", put(user_password))
+        .route(
+            "/api/users/{name}/policy",
+            get(user_policy_get).put(user_policy_set),
+        )
+        .route(
+            "/api/users/{name}/policy/{target}",
+            delete(user_policy_delete),
+        )
+        .route("/api/policy", get(admin_policy))
+        .route("/api/sessions", get(sessions_list))
+        .route("/api/sessions/{*jid}", delete(session_kick))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route".into(),
+            )
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess was
+/// right (the length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(st): St, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), &st.token) => next.run(req).await,
+        other => {
+            let msg = if other.is_some() {
+                "the bearer token is wrong"
+            } else {
+                "an Authorization: Bearer <token> header is needed"
+            };
+            let mut r = ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
+// ---- request helpers ----
+
+/// Parses a JSON object body.
+fn body_object(body: &Bytes) -> ApiResult<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad("the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad(format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+/// A required, non-empty string field.
+fn field<'a>(m: &'a Map<String, Value>, name: &str) -> ApiResult<&'a str> {
+    match m.get(name) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(ApiError::bad(format!("{name}: must not be empty"))),
+        Some(_) => Err(ApiError::bad(format!("{name}: must be a string"))),
+        None => Err(ApiError::bad(format!("{name}: missing"))),
+    }
+}
+
+/// The bare JID of a local account, from `alice` or `alice@<domain>`.
+fn user_jid(hub: &Hub, field_name: &str, name: &str) -> ApiResult<String> {
+    let domain = &hub.cfg.domain;
+    let local = match name.split_once('@') {
+        Some((l, d)) => {
+            if !d.eq_ignore_ascii_case(domain) {
+                return Err(ApiError::bad(format!(
+                    "{field_name}: {name:?}: this server hosts {domain}, not {d}"
+                )));
+            }
+            l
+        }
+        None => name,
+    };
+    let local = entente_model::jid::validate_username(local).map_err(|e| {
+        ApiError::bad(format!(
+            "{field_name}: {name:?} is not a valid user name: {e}"
+        ))
+    })?;
+    Ok(format!("{local}@{domain}"))
+}
+
+async fn existing_user(hub: &Hub, name: &str) -> ApiResult<String> {
+    let jid = user_jid(hub, "name", name)?;
+    if !hub.store.user_exists(&jid).await? {
+        return Err(ApiError::not_found(format!("user {jid} does not exist")));
+    }
+    Ok(jid)
+}
+
+fn parse_target(s: &str) -> ApiResult<Target> {
+    Target::parse(s).map_err(|e| ApiError::bad(format!("target: {e}")))
+}
+
+// ---- handlers ----
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(st): St) -> ApiResult<Json<Value>> {
+    match st.hub.store.user_exists("").await {
+        Ok(_) => Ok(Json(json!({ "status": "ready" }))),
+        Err(e) => {
+            tracing::warn!(error = %e, "admin API: readiness check failed");
+            Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database does not answer".into(),
+            ))
+        }
+    }
+}
+
+async fn users_list(State(st): St) -> ApiResult<Json<Value>> {
+    let users = st.hub.store.user_list(&st.hub.cfg.domain).await?;
+    Ok(Json(json!({ "users": users })))
+}
+
+async fn user_create(State(st): St, body: Bytes) -> ApiResult<Response> {
+    let m = body_object(&body)?;
+    let name = field(&m, "name")?;
+    let password = field(&m, "password")?;
+    let jid = user_jid(&st.hub, "name", name)?;
+    if st.hub.store.user_exists(&jid).await? {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("user {jid} already exists"),
+        ));
+    }
+    let pw = password.to_string();
+    let creds = tokio::task::spawn_blocking(move || Credentials::derive(&pw, DEFAULT_ITERATIONS))
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "key derivation failed".into(),
+            )
+        })?;
+    st.hub
+        .store
+        .user_create(&crate::c2s::to_record(&jid, &creds))
+        .await?;
+    tracing::info!(%jid, "admin API: created the account");
+    Ok((StatusCode::CREATED, Json(json!({ "jid": jid }))).into_response())
+}
+
+async fn user_delete(State(st): St, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let jid = user_jid(&st.hub, "name", &name)?;
+    st.hub.store.user_delete(&jid).await?;
+    if let Ok(bare) = Jid::parse(&jid) {
+        for s in st.hub.sessions.of(&bare) {
+            s.handle.kick(
+                StreamErrorCondition::PolicyViolation,
+                "the account was deleted by an administrator",
+            );
+        }
+    }
+    tracing::info!(%jid, "admin API: deleted the account");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn user_password(
+    State(st): St,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let m = body_object(&body)?;
+    let password = field(&m, "password")?.to_string();
+    let jid = existing_user(&st.hub, &name).await?;
+    let creds =
+        tokio::task::spawn_blocking(move || Credentials::derive(&password, DEFAULT_ITERATIONS))
+            .await
+            .map_err(|_| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "key derivation failed".into(),
+                )
+            })?;
+    st.hub
+        .store
+        .user_set_credentials(&crate::c2s::to_record(&jid, &creds))
+        .await?;
+    tracing::info!(%jid, "admin API: changed the password");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn sessions_list(State(st): St) -> Json<Value> {
+    let list: Vec<Value> = st
+        .hub
+        .sessions
+        .all()
+        .iter()
+        .map(|s| {
+            json!({
+                "jid": s.handle.jid.to_string(),
+                "available": s.presence.is_some(),
+                "priority": s.priority,
+            })
+        })
+        .collect();
+    Json(json!({ "sessions": list }))
+}
+
+async fn session_kick(State(st): St, Path(jid): Path<String>) -> ApiResult<StatusCode> {
+    let full = Jid::parse(&jid).map_err(|e| ApiError::bad(format!("jid: {jid:?}: {e}")))?;
+    if full.resource().is_none() {
+        return Err(ApiError::bad(format!(
+            "jid: {jid:?} is a bare JID; name one session (user@domain/resource)"
+        )));
+    }
+    let s = st
+        .hub
+        .sessions
+        .find(&full)
+        .ok_or_else(|| ApiError::not_found(format!("no session is bound to {full}")))?;
+    s.handle.kick(
+        StreamErrorCondition::PolicyViolation,
+        "disconnected by an administrator",
+    );
+    tracing::info!(jid = %full, "admin API: disconnected the session");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_policy(State(st): St) -> Json<Value> {
+    let a = st.hub.admin_policy();
+    let federation = match &a.federation {
+        FederationRule::Open => json!({ "policy": "open", "domains": [] }),
+        FederationRule::Allowlist(d) => json!({ "policy": "allowlist", "domains": d }),
+        FederationRule::Denylist(d) => json!({ "policy": "denylist", "domains": d }),
+        other => json!({ "policy": format!("{other:?}").to_lowercase(), "domains": [] }),
+    };
+    let default = match a.default {
+        DefaultAction::Ask => "ask".to_string(),
+        DefaultAction::Allow => "allow".to_string(),
+        DefaultAction::Deny => "deny".to_string(),
+        other => format!("{other:?}").to_lowercase(),
+    };
+    Json(json!({
+        "local_domains": a.local_domains,
+        "federation": federation,
+        "default": default,
+    }))
+}
+
+async fn user_policy_get(State(st): St, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let jid = existing_user(&st.hub, &name).await?;
+    let rules: Vec<Value> = st
+        .hub
+        .store
+        .policy_rules(&jid)
+        .await?
+        .into_iter()
+        .map(|(target, rule)| json!({ "target": target, "rule": rule }))
+        .collect();
+    let blocked = st.hub.store.block_list(&jid).await?;
+    Ok(Json(
+        json!({ "jid": jid, "rules": rules, "blocked": blocked }),
+    ))
+}
+
+async fn user_policy_set(
+    State(st): St,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let m = body_object(&body)?;
+    let target = parse_target(field(&m, "target")?)?;
+    let rule: Rule = field(&m, "rule")?
+        .parse()
+        .map_err(|e| ApiError::bad(format!("rule: {e}")))?;
+    let jid = existing_user(&st.hub, &name).await?;
+    st.hub
+        .store
+        .policy_set(&jid, &target.to_string(), rule.as_str())
+        .await?;
+    if let Ok(j) = entente_model::jid::Jid::parse(&jid) {
+        st.hub.invalidate_policy(&j);
+    }
+    tracing::info!(%jid, %target, rule = rule.as_str(), "admin API: set a presence rule");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn user_policy_delete(
+    State(st): St,
+    Path((name, target)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let t = parse_target(&target)?;
+    let jid = existing_user(&st.hub, &name).await?;
+    if !st.hub.store.policy_remove(&jid, &t.to_string()).await? {
+        return Err(ApiError::not_found(format!("{jid} has no rule for {t}")));
+    }
+    if let Ok(j) = entente_model::jid::Jid::parse(&jid) {
+        st.hub.invalidate_policy(&j);
+    }
+    tracing::info!(%jid, target = %t, "admin API: removed a presence rule");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn openapi() -> Json<Value> {
+    Json(openapi_document())
+}
+
+/// The OpenAPI 3.0 description of exactly the routes above.
+pub fn openapi_document() -> Value {
+    let err = |desc: &str| {
+        json!({
+            "description": desc,
+            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+        })
+    };
+    let ok_json = |desc: &str, schema: Value| json!({ "description": desc, "content": { "application/json": { "schema": schema } } });
+    let no_content = |desc: &str| json!({ "description": desc });
+    let body = |schema: Value| json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+    let name_param = json!({
+        "name": "name", "in": "path", "required": true,
+        "description": "the user name (`alice`) or bare JID (`alice@domain`)",
+        "schema": { "type": "string" }
+    });
+    let unauthorized = err("no or a wrong bearer token");
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Entente admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Accounts, connected sessions and presence policy of one Entente server."
+        },
+        "security": [ { "bearer": [] } ],
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": {
+                    "type": "object", "required": ["error"],
+                    "properties": { "error": { "type": "string" } }
+                },
+                "Rule": {
+                    "type": "object", "required": ["target", "rule"],
+                    "properties": {
+                        "target": { "type": "string", "description": "user@domain, domain or *.domain" },
+                        "rule": { "type": "string", "enum": ["allow", "deny", "block"] }
+                    }
+                }
+            }
+        },
+        "paths": {
+            "/health": { "get": {
+                "summary": "Liveness; needs no token",
+                "security": [],
+                "responses": { "200": ok_json("the server runs", json!({
+                    "type": "object", "properties": { "status": { "type": "string", "enum": ["ok"] } }
+                })) }
+            }},
+            "/ready": { "get": {
+                "summary": "Readiness: the database answers",
+                "responses": {
+                    "200": ok_json("ready", json!({ "type": "object", "properties": { "status": { "type": "string" } } })),
+                    "401": unauthorized.clone(),
+                    "503": err("the database does not answer")
+                }
+            }},
+            "/openapi.json": { "get": {
+                "summary": "This document",
+                "responses": { "200": ok_json("the OpenAPI document", json!({ "type": "object" })), "401": unauthorized.clone() }
+            }},
+            "/api/users": {
+                "get": {
+                    "summary": "List the accounts",
+                    "responses": {
+                        "200": ok_json("the bare JIDs, sorted", json!({
+                            "type": "object",
+                            "properties": { "users": { "type": "array", "items": { "type": "string" } } }
+                        })),
+                        "401": unauthorized.clone()
+                    }
+                },
+                "post": {
+                    "summary": "Create an account",
+                    "requestBody": body(json!({
+                        "type": "object", "required": ["name", "password"],
+                        "properties": { "name": { "type": "string" }, "password": { "type": "string" } }
+                    })),
+                    "responses": {
+                        "201": ok_json("created", json!({ "type": "object", "properties": { "jid": { "type": "string" } } })),
+                        "400": err("a field is missing or invalid"),
+                        "401": unauthorized.clone(),
+                        "409": err("the account exists")
+                    }
+                }
+            },
+            "/api/users/{name}": { "delete": {
+                "summary": "Delete an account (roster, offline messages, rules and block list too) and disconnect its sessions",
+                "parameters": [name_param.clone()],
+                "responses": {
+                    "204": no_content("deleted"),
+                    "400": err("invalid user name"),
+                    "401": unauthorized.clone(),
+                    "404": err("no such account")
+                }
+            }},
+            "/api/users/{name}/password": { "put": {
+                "summary": "Change an account's password",
+                "parameters": [name_param.clone()],
+                "requestBody": body(json!({
+                    "type": "object", "required": ["password"],
+                    "properties": { "password": { "type": "string" } }
+                })),
+                "responses": {
+                    "204": no_content("changed"),
+                    "400": err("a field is missing or invalid"),
+                    "401": unauthorized.clone(),
+                    "404": err("no such account")
+                }
+            }},
+            "/api/users/{name}/policy": {
+                "get": {
+                    "summary": "A user's presence rules and XEP-0191 block list",
+                    "parameters": [name_param.clone()],
+                    "responses": {
+                        "200": ok_json("the rules", json!({
+                            "type": "object",
+                            "properties": {
+                                "jid": { "type": "string" },
+                                "rules": { "type": "array", "items": { "$ref": "#/components/schemas/Rule" } },
+                                "blocked": { "type": "array", "items": { "type": "string" } }
+                            }
+                        })),
+                        "400": err("invalid user name"),
+                        "401": unauthorized.clone(),
+                        "404": err("no such account")
+                    }
+                },
+                "put": {
+                    "summary": "Set (add or replace) one presence rule",
+                    "parameters": [name_param.clone()],
+                    "requestBody": body(json!({ "$ref": "#/components/schemas/Rule" })),
+                    "responses": {
+                        "204": no_content("set"),
+                        "400": err("a field is missing or invalid"),
+                        "401": unauthorized.clone(),
+                        "404": err("no such account")
+                    }
+                }
+            },
+            "/api/users/{name}/policy/{target}": { "delete": {
+                "summary": "Remove one presence rule",
+                "parameters": [name_param, {
+                    "name": "target", "in": "path", "required": true,
+                    "schema": { "type": "string" }
+                }],
+                "responses": {
+                    "204": no_content("removed"),
+                    "400": err("invalid user name or target"),
+                    "401": unauthorized.clone(),
+                    "404": err("no such account, or no rule for that target")
+                }
+            }},
+            "/api/policy": { "get": {
+                "summary": "The admin layer: federation rule and the default for undecided watchers",
+                "responses": {
+                    "200": ok_json("the admin policy", json!({
+                        "type": "object",
+                        "properties": {
+                            "local_domains": { "type": "array", "items": { "type": "string" } },
+                            "federation": {
+                                "type": "object",
+                                "properties": {
+                                    "policy": { "type": "string", "enum": ["open", "allowlist", "denylist"] },
+                                    "domains": { "type": "array", "items": { "type": "string" } }
+                                }
+                            },
+                            "default": { "type": "string", "enum": ["ask", "allow", "deny"] }
+                        }
+                    })),
+                    "401": unauthorized.clone()
+                }
+            }},
+            "/api/sessions": { "get": {
+                "summary": "The connected resources",
+                "responses": {
+                    "200": ok_json("the sessions, sorted by JID", json!({
+                        "type": "object",
+                        "properties": { "sessions": { "type": "array", "items": {
+                            "type": "object",
+                            "properties": {
+                                "jid": { "type": "string" },
+                                "available": { "type": "boolean" },
+                                "priority": { "type": "integer" }
+                            }
+                        } } }
+                    })),
+                    "401": unauthorized.clone()
+                }
+            }},
+            "/api/sessions/{jid}": { "delete": {
+                "summary": "Disconnect one session (stream error policy-violation)",
+                "parameters": [{
+                    "name": "jid", "in": "path", "required": true,
+                    "description": "the full JID, user@domain/resource (the slash may be sent as %2F)",
+                    "schema": { "type": "string" }
+                }],
+                "responses": {
+                    "204": no_content("disconnected"),
+                    "400": err("not a full JID"),
+                    "401": unauthorized,
+                    "404": err("no such session")
+                }
+            }}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secre"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn openapi_lists_every_route() {
+        let doc = openapi_document();
+        let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
+        assert_eq!(paths, 11);
+    }
+}
