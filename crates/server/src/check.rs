@@ -99,6 +99,17 @@ pub async fn check_federation(
     Ok(steps)
 }
 
+/// Our certificate and key, as federation presents them.
+fn our_identity(cfg: &Config) -> anyhow::Result<crate::tls::Identity> {
+    let paths = crate::tls::ensure_certificate(
+        cfg.tls.cert.as_deref(),
+        cfg.tls.key.as_deref(),
+        &cfg.data_dir,
+        &cfg.domain,
+    )?;
+    crate::tls::Identity::load(&paths)
+}
+
 fn step(
     name: impl Into<String>,
     verdict: Verdict,
@@ -281,14 +292,7 @@ async fn xmpp_stream_steps(
             return out;
         }
     };
-    let id = match crate::tls::ensure_certificate(
-        cfg.tls.cert.as_deref(),
-        cfg.tls.key.as_deref(),
-        &cfg.data_dir,
-        &cfg.domain,
-    )
-    .and_then(|p| crate::tls::Identity::load(&p))
-    {
+    let id = match our_identity(cfg) {
         Ok(i) => i,
         Err(e) => {
             out.push(step(
@@ -606,14 +610,7 @@ async fn check_sip(
         )
     };
     if cand.transport == Transport::Tls {
-        let id = match crate::tls::ensure_certificate(
-            cfg.tls.cert.as_deref(),
-            cfg.tls.key.as_deref(),
-            &cfg.data_dir,
-            &cfg.domain,
-        )
-        .and_then(|p| crate::tls::Identity::load(&p))
-        {
+        let id = match our_identity(cfg) {
             Ok(i) => i,
             Err(e) => {
                 out.push(step(
