@@ -10,7 +10,9 @@
 //! - [`pidf`]: PIDF (RFC 3863) with RPID (RFC 4480) and the Microsoft availability values.
 
 pub mod availability;
+pub mod gateway_errors;
 pub mod jid;
 pub mod pidf;
 pub mod policy;
+pub mod sipaddr;
 pub mod subscription;

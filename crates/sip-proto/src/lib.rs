@@ -75,6 +75,7 @@ pub mod dialog;
 mod error;
 mod framer;
 mod header;
+pub mod im;
 mod message;
 mod method;
 pub mod multipart;
@@ -88,7 +89,9 @@ mod typed;
 mod uri;
 
 pub use builder::bad_request;
-pub use dialog::{add_record_route, Dialog, DialogError, DialogId, DialogState, RouteEntry};
+pub use dialog::{
+    add_record_route, Dialog, DialogError, DialogId, DialogSnapshot, DialogState, RouteEntry,
+};
 pub use error::ParseError;
 pub use framer::{Frame, FrameError, Framer};
 pub use header::{Header, HeaderKey, HeaderName, Headers};

@@ -1176,6 +1176,15 @@ impl TransactionLayer {
         }
     }
 
+    /// Forgets a server transaction without answering it: for requests that expect no
+    /// response, such as Lync's BENOTIFY ("best-effort NOTIFY"). Retransmissions of the request
+    /// that arrive later start a new transaction. Returns whether it existed.
+    pub fn abandon(&mut self, key: ServerTxKey) -> bool {
+        let known = self.servers.contains_key(&key);
+        self.terminate_server(key);
+        known
+    }
+
     /// Sends `response` on server transaction `key` (§17.2.1 INVITE with RFC 6026, §17.2.2
     /// non-INVITE). A final response moves the transaction to Completed (arming G/H or J) or,
     /// for a 2xx to an INVITE, to Accepted (Timer L); later 2xx are allowed in Accepted.

@@ -79,7 +79,28 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS policy_rules (
         owner TEXT NOT NULL, target TEXT NOT NULL, rule TEXT NOT NULL,
         PRIMARY KEY (owner, target))",
+    "CREATE TABLE IF NOT EXISTS sip_dialogs (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, local_jid TEXT NOT NULL,
+        remote_jid TEXT NOT NULL, data TEXT NOT NULL, expires BIGINT NOT NULL)",
 ];
+
+/// A persisted SIP dialog usage (a subscription either way, or an IM session): the SIP
+/// federation gateway's state that must survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipDialogRow {
+    /// The gateway's key for the row (stable across refreshes).
+    pub id: String,
+    /// What the dialog is used for, e.g. `in-sub`, `out-sub`, `im`.
+    pub kind: String,
+    /// The local user's bare JID.
+    pub local_jid: String,
+    /// The foreign contact's bare JID.
+    pub remote_jid: String,
+    /// The gateway's serialized state (JSON).
+    pub data: String,
+    /// Unix seconds after which the row is stale.
+    pub expires: i64,
+}
 
 /// The store: a connection pool and the queries.
 #[derive(Clone)]
@@ -348,6 +369,14 @@ impl Store {
         Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 
+    /// Messages stored for every user together.
+    pub async fn offline_total(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM offline")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? as u64)
+    }
+
     pub async fn offline_count(&self, owner: &str) -> Result<u64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM offline WHERE owner = $1")
             .bind(owner)
@@ -397,6 +426,57 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    // ---- SIP federation dialogs ----
+
+    /// Inserts or replaces a SIP dialog row.
+    pub async fn sip_dialog_put(&self, r: &SipDialogRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sip_dialogs (id, kind, local_jid, remote_jid, data, expires)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, local_jid = excluded.local_jid,
+             remote_jid = excluded.remote_jid, data = excluded.data, expires = excluded.expires",
+        )
+        .bind(&r.id)
+        .bind(&r.kind)
+        .bind(&r.local_jid)
+        .bind(&r.remote_jid)
+        .bind(&r.data)
+        .bind(r.expires)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a SIP dialog row; returns whether it existed.
+    pub async fn sip_dialog_delete(&self, id: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM sip_dialogs WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Every SIP dialog row, ordered by id.
+    pub async fn sip_dialogs(&self) -> Result<Vec<SipDialogRow>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, local_jid, remote_jid, data, expires FROM sip_dialogs ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SipDialogRow {
+                    id: r.try_get("id")?,
+                    kind: r.try_get("kind")?,
+                    local_jid: r.try_get("local_jid")?,
+                    remote_jid: r.try_get("remote_jid")?,
+                    data: r.try_get("data")?,
+                    expires: r.try_get("expires")?,
+                })
+            })
+            .collect()
     }
 
     // ---- block list (XEP-0191) ----
@@ -612,6 +692,30 @@ mod tests {
         s.user_delete("a@x").await.unwrap();
         assert!(s.user("a@x").await.unwrap().is_none());
         assert!(s.roster_all("a@x").await.unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn sip_dialogs_survive_reopening() {
+        let (s, dir) = temp_store().await;
+        let mut row = SipDialogRow {
+            id: "in-sub:bob@a.test:alice@b.test".into(),
+            kind: "in-sub".into(),
+            local_jid: "bob@a.test".into(),
+            remote_jid: "alice@b.test".into(),
+            data: "{}".into(),
+            expires: 1_900_000_000,
+        };
+        s.sip_dialog_put(&row).await.unwrap();
+        row.data = "{\"cseq\":2}".into();
+        s.sip_dialog_put(&row).await.unwrap();
+        s.close().await;
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let s = Store::open(&url).await.unwrap();
+        assert_eq!(s.sip_dialogs().await.unwrap(), vec![row.clone()]);
+        assert!(s.sip_dialog_delete(&row.id).await.unwrap());
+        assert!(!s.sip_dialog_delete(&row.id).await.unwrap());
+        assert!(s.sip_dialogs().await.unwrap().is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 }
