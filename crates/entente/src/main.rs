@@ -1,5 +1,7 @@
 //! The `entente` command: run the server and administer it.
 
+mod admin_cmd;
+
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
@@ -63,6 +65,9 @@ enum Cmd {
         #[arg(long)]
         sip_only: bool,
     },
+    /// Talk to the running server through its admin HTTP API (`[admin]` in the
+    /// configuration): federation links, draining them, metrics.
+    Admin(admin_cmd::AdminArgs),
     /// Print the DNS records to publish for federation, as zone-file lines.
     DnsRecords {
         /// Time to live of the records, in seconds.
@@ -227,6 +232,10 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = load_config(&cli.global)?;
             runtime()?.block_on(user_cmd(cfg, u))
         }
+        Cmd::Admin(a) => {
+            let cfg = load_config(&cli.global)?;
+            runtime()?.block_on(admin_cmd::run(&cfg, a))
+        }
     }
 }
 
@@ -312,6 +321,29 @@ fn dns_records(cfg: &Config, ttl: u32) -> Result<String> {
                 out,
                 "_xmpps-server._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}."
             )?;
+        }
+    }
+    if cfg.sip.enabled {
+        if let Some(port) = port_of(&cfg.sip.listen_tls) {
+            writeln!(
+                out,
+                "; SIP federation over TLS (the record OCS/Lync edges look up, and RFC 3263)"
+            )?;
+            for h in &hosts {
+                writeln!(
+                    out,
+                    "_sipfederationtls._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}."
+                )?;
+            }
+            for h in &hosts {
+                writeln!(out, "_sips._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}.")?;
+            }
+        }
+        if let Some(port) = port_of(&cfg.sip.listen_tcp) {
+            writeln!(out, "; SIP over TCP (RFC 3263)")?;
+            for h in &hosts {
+                writeln!(out, "_sip._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}.")?;
+            }
         }
     }
     if let Some(port) = port_of(&cfg.c2s.listen) {

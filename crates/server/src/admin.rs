@@ -1,10 +1,16 @@
-//! The admin HTTP API (`[admin]`, `docs/admin-api.md`): accounts, connected sessions and
-//! presence policy over JSON, for operators and their tooling.
+//! The admin HTTP API (`[admin]`, `docs/admin-api.md`): accounts, connected sessions,
+//! presence policy and federation links over JSON, and Prometheus metrics, for operators and
+//! their tooling.
 //!
 //! Every route but `/health` needs `Authorization: Bearer <token>`, the token being the content
-//! of `admin.token_file`. Errors are `{"error": "..."}` with a fitting status code.
+//! of `admin.token_file` (`/metrics` may be opened with `admin.metrics_require_token = false`).
+//! Errors are `{"error": "..."}` with a fitting status code.
+//!
+//! The request and response types of the routes the `entente admin` CLI calls are the serde
+//! structs below ([`FederationLinks`], [`DrainResult`], [`ErrorBody`]), shared by both sides.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
@@ -12,24 +18,141 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use entente_model::jid::Jid;
 use entente_model::policy::{DefaultAction, FederationRule, Rule, Target};
 use entente_store::StoreError;
 use entente_xmpp_proto::scram::{Credentials, DEFAULT_ITERATIONS};
 use entente_xmpp_proto::StreamErrorCondition;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::metrics::{Exposition, Type};
+use crate::s2s::S2s;
+use crate::sip::SipHandle;
 use crate::Hub;
+
+/// The parts of a running server the API reads and acts on.
+pub struct Services {
+    pub hub: Arc<Hub>,
+    /// XMPP federation (links, drain, link gauges).
+    pub s2s: Option<Arc<S2s>>,
+    /// The SIP endpoint, when `[sip] enabled` (SIP gauges and counters).
+    pub sip: Option<SipHandle>,
+    /// The SIP federation gateway, when `[sip] enabled` (subscription and session gauges).
+    pub gateway: Option<Arc<crate::sipfed::Gateway>>,
+}
 
 /// What every handler sees.
 struct AdminState {
     hub: Arc<Hub>,
+    s2s: Option<Arc<S2s>>,
+    sip: Option<SipHandle>,
+    gateway: Option<Arc<crate::sipfed::Gateway>>,
     token: Vec<u8>,
+    metrics_require_token: bool,
 }
+
+// ---- types shared with the `entente admin` CLI ----
+
+/// The path of the federation links (`GET`).
+pub const LINKS_PATH: &str = "/api/federation/links";
+/// The path of the metrics page (`GET`).
+pub const METRICS_PATH: &str = "/metrics";
+
+/// The path that drains the links with `peer` (`POST`); `peer` is percent-encoded.
+pub fn drain_path(peer: &str) -> String {
+    let mut p = String::from("/api/federation/links/");
+    for b in peer.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
+            p.push(char::from(b));
+        } else {
+            p.push_str(&format!("%{b:02X}"));
+        }
+    }
+    p.push_str("/drain");
+    p
+}
+
+/// Every error answer's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// One live XMPP federation link (ours, `out`) or stream (the peer's, `in`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationLink {
+    /// The peer's domain (empty for an inbound stream that has not said who it is yet).
+    pub peer: String,
+    /// Our domain on the link.
+    pub local: String,
+    /// `out` or `in`.
+    pub direction: String,
+    /// `connecting`, `established` or `closing`.
+    pub state: String,
+    /// `sasl-external`, `dialback` or `none` (not authenticated yet).
+    pub auth: String,
+    pub tls: bool,
+    /// When the link was created, or became established (RFC 3339, UTC).
+    pub since: String,
+    /// Stanzas received on an inbound stream.
+    pub stanzas_in: u64,
+    /// Stanzas written to an outbound link.
+    pub stanzas_out: u64,
+    /// Stanzas waiting for an outbound link.
+    pub queued: u64,
+}
+
+impl From<crate::s2s::LinkInfo> for FederationLink {
+    fn from(l: crate::s2s::LinkInfo) -> FederationLink {
+        FederationLink {
+            peer: l.remote,
+            local: l.local,
+            direction: l.direction.to_string(),
+            state: l.state.to_string(),
+            auth: l.auth.map_or("none", |a| a.as_str()).to_string(),
+            tls: l.tls,
+            since: l.since,
+            stanzas_in: l.stanzas_in,
+            stanzas_out: l.stanzas_out,
+            queued: l.queued,
+        }
+    }
+}
+
+/// `GET /api/federation/links`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationLinks {
+    pub links: Vec<FederationLink>,
+}
+
+/// One link or stream a drain closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainedLink {
+    /// The link as it was when the drain began.
+    pub link: FederationLink,
+    /// Queued stanzas written to the stream before it was closed.
+    pub flushed: u64,
+    /// Queued stanzas bounced to their senders with an error (the link was not established
+    /// yet, or broke while closing).
+    pub bounced: u64,
+    /// Whether the stream had ended when the answer was sent (false: still closing).
+    pub closed: bool,
+}
+
+/// `POST /api/federation/links/{domain}/drain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainResult {
+    pub peer: String,
+    pub drained: Vec<DrainedLink>,
+}
+
+/// How long a drain waits for the streams to end before answering.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
 type St = State<Arc<AdminState>>;
 
@@ -89,12 +212,12 @@ pub fn read_token(path: &std::path::Path) -> Result<Vec<u8>> {
 
 /// Serves the API on `listener` until `shutdown` turns true.
 pub async fn serve(
-    hub: Arc<Hub>,
+    services: Services,
     token: Vec<u8>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let app = router(hub, token);
+    let app = router(services, token);
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
@@ -106,13 +229,25 @@ pub async fn serve(
     }
 }
 
-/// The routes, with authentication in front of everything but `/health`.
-fn router(hub: Arc<Hub>, token: Vec<u8>) -> Router {
-    let state = Arc::new(AdminState { hub, token });
+/// The routes, with authentication in front of everything but `/health` (and `/metrics` when
+/// `admin.metrics_require_token` is off).
+fn router(services: Services, token: Vec<u8>) -> Router {
+    let metrics_require_token = services.hub.cfg.admin.metrics_require_token;
+    let state = Arc::new(AdminState {
+        hub: services.hub,
+        s2s: services.s2s,
+        sip: services.sip,
+        gateway: services.gateway,
+        token,
+        metrics_require_token,
+    });
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/openapi.json", get(openapi))
+        .route(METRICS_PATH, get(metrics))
+        .route(LINKS_PATH, get(links_list))
+        .route("/api/federation/links/{domain}/drain", post(links_drain))
         .route("/api/users", get(users_list).post(user_create))
         .route("/api/users/{name}", delete(user_delete))
         .route("/api/users/{name}/password", put(user_password))
@@ -148,7 +283,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn auth(State(st): St, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/health" {
+    let path = req.uri().path();
+    if path == "/health" || (path == METRICS_PATH && !st.metrics_require_token) {
         return next.run(req).await;
     }
     let given = req
@@ -434,6 +570,169 @@ async fn user_policy_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn metrics(State(st): St) -> Response {
+    let mut e = Exposition::new();
+    e.family(
+        "entente_build_info",
+        "The running version of Entente; always 1.",
+        Type::Gauge,
+    );
+    e.sample(
+        "entente_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    e.single(
+        "entente_c2s_sessions",
+        "Bound client sessions (connected resources).",
+        Type::Gauge,
+        st.hub.sessions.count() as f64,
+    );
+    let (inbound, outbound) = st.s2s.as_ref().map_or((0, 0), |s| s.established_counts());
+    e.family(
+        "entente_s2s_links",
+        "Established XMPP federation streams: ours to peers (out) and theirs to us (in).",
+        Type::Gauge,
+    );
+    e.sample("entente_s2s_links", &[("direction", "in")], inbound as f64);
+    e.sample(
+        "entente_s2s_links",
+        &[("direction", "out")],
+        outbound as f64,
+    );
+    st.hub.metrics.write_counters(&mut e);
+    if let Some(sip) = &st.sip {
+        let stats = sip.stats();
+        e.single(
+            "entente_sip_connections",
+            "Open SIP TCP and TLS connections.",
+            Type::Gauge,
+            sip.connection_count() as f64,
+        );
+        e.single(
+            "entente_sip_bad_requests_total",
+            "SIP requests that did not parse and were answered 400 (or 513).",
+            Type::Counter,
+            stats.bad_requests as f64,
+        );
+        e.single(
+            "entente_sip_dropped_requests_total",
+            "SIP requests that did not parse and could not be answered.",
+            Type::Counter,
+            stats.dropped_requests as f64,
+        );
+        e.single(
+            "entente_sip_unparseable_responses_total",
+            "SIP responses that did not parse (dropped).",
+            Type::Counter,
+            stats.unparseable_responses as f64,
+        );
+        e.single(
+            "entente_sip_rate_limited_total",
+            "SIP messages over the per-connection (per-source over UDP) rate.",
+            Type::Counter,
+            stats.rate_limited as f64,
+        );
+    }
+    if let Some(gw) = &st.gateway {
+        use std::sync::atomic::Ordering::Relaxed;
+        let g = gw.stats();
+        e.family(
+            "entente_sip_subscriptions",
+            "SIP presence subscriptions: foreign watchers of local users (in), local users watching SIP contacts (out).",
+            Type::Gauge,
+        );
+        e.sample(
+            "entente_sip_subscriptions",
+            &[("direction", "in")],
+            g.inbound_subscriptions.load(Relaxed) as f64,
+        );
+        e.sample(
+            "entente_sip_subscriptions",
+            &[("direction", "out")],
+            g.outbound_subscriptions.load(Relaxed) as f64,
+        );
+        e.single(
+            "entente_sip_im_sessions",
+            "Session-mode IM dialogs with SIP contacts.",
+            Type::Gauge,
+            g.im_sessions.load(Relaxed) as f64,
+        );
+        e.family(
+            "entente_sip_federation_requests_total",
+            "SIP requests from foreign domains, by outcome of the gateway's first checks.",
+            Type::Counter,
+        );
+        for (outcome, c) in [
+            ("accepted", &g.accepted),
+            ("domain-not-permitted", &g.refused_domain),
+            ("unauthenticated", &g.refused_unauthenticated),
+            ("not-local", &g.refused_not_local),
+        ] {
+            e.sample(
+                "entente_sip_federation_requests_total",
+                &[("outcome", outcome)],
+                c.load(Relaxed) as f64,
+            );
+        }
+    }
+    if let Ok(n) = st.hub.store.offline_total().await {
+        e.single(
+            "entente_offline_messages",
+            "Messages stored for users who were offline.",
+            Type::Gauge,
+            n as f64,
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        )],
+        e.finish(),
+    )
+        .into_response()
+}
+
+async fn links_list(State(st): St) -> Json<FederationLinks> {
+    let links = st
+        .s2s
+        .as_ref()
+        .map(|s| s.links())
+        .unwrap_or_default()
+        .into_iter()
+        .map(FederationLink::from)
+        .collect();
+    Json(FederationLinks { links })
+}
+
+async fn links_drain(State(st): St, Path(domain): Path<String>) -> ApiResult<Json<DrainResult>> {
+    let peer = Jid::domain_only(&domain)
+        .map_err(|e| ApiError::bad(format!("domain: {domain:?}: {e}")))?
+        .domain()
+        .to_string();
+    let drained = match &st.s2s {
+        Some(s) => s.drain(&peer, DRAIN_WAIT).await,
+        None => Vec::new(),
+    };
+    if drained.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no federation link with {peer} is open"
+        )));
+    }
+    tracing::info!(%peer, streams = drained.len(), "admin API: drained federation links");
+    let drained = drained
+        .into_iter()
+        .map(|d| DrainedLink {
+            link: d.link.into(),
+            flushed: d.flushed,
+            bounced: d.bounced,
+            closed: d.closed,
+        })
+        .collect();
+    Ok(Json(DrainResult { peer, drained }))
+}
+
 async fn openapi() -> Json<Value> {
     Json(openapi_document())
 }
@@ -460,7 +759,7 @@ pub fn openapi_document() -> Value {
         "info": {
             "title": "Entente admin API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Accounts, connected sessions and presence policy of one Entente server."
+            "description": "Accounts, connected sessions, presence policy, federation links and metrics of one Entente server."
         },
         "security": [ { "bearer": [] } ],
         "components": {
@@ -475,6 +774,23 @@ pub fn openapi_document() -> Value {
                     "properties": {
                         "target": { "type": "string", "description": "user@domain, domain or *.domain" },
                         "rule": { "type": "string", "enum": ["allow", "deny", "block"] }
+                    }
+                },
+                "FederationLink": {
+                    "type": "object",
+                    "required": ["peer", "local", "direction", "state", "auth", "tls", "since",
+                                 "stanzas_in", "stanzas_out", "queued"],
+                    "properties": {
+                        "peer": { "type": "string", "description": "the peer's domain (empty for an inbound stream that has not named itself yet)" },
+                        "local": { "type": "string", "description": "our domain on the link" },
+                        "direction": { "type": "string", "enum": ["in", "out"] },
+                        "state": { "type": "string", "enum": ["connecting", "established", "closing"] },
+                        "auth": { "type": "string", "enum": ["sasl-external", "dialback", "none"] },
+                        "tls": { "type": "boolean" },
+                        "since": { "type": "string", "format": "date-time", "description": "when the link was created or became established" },
+                        "stanzas_in": { "type": "integer", "description": "stanzas received on an inbound stream" },
+                        "stanzas_out": { "type": "integer", "description": "stanzas written to an outbound link" },
+                        "queued": { "type": "integer", "description": "stanzas waiting for an outbound link" }
                     }
                 }
             }
@@ -498,6 +814,54 @@ pub fn openapi_document() -> Value {
             "/openapi.json": { "get": {
                 "summary": "This document",
                 "responses": { "200": ok_json("the OpenAPI document", json!({ "type": "object" })), "401": unauthorized.clone() }
+            }},
+            "/metrics": { "get": {
+                "summary": "Prometheus metrics (text exposition format 0.0.4); needs the token unless admin.metrics_require_token is false",
+                "responses": {
+                    "200": {
+                        "description": "the metrics",
+                        "content": { "text/plain; version=0.0.4": { "schema": { "type": "string" } } }
+                    },
+                    "401": unauthorized.clone()
+                }
+            }},
+            "/api/federation/links": { "get": {
+                "summary": "The live XMPP federation links (ours, out) and streams (the peers', in)",
+                "responses": {
+                    "200": ok_json("the links, sorted by peer then direction", json!({
+                        "type": "object", "required": ["links"],
+                        "properties": { "links": { "type": "array", "items": { "$ref": "#/components/schemas/FederationLink" } } }
+                    })),
+                    "401": unauthorized.clone()
+                }
+            }},
+            "/api/federation/links/{domain}/drain": { "post": {
+                "summary": "Close every link and stream with a domain gracefully: queued stanzas are written first (or bounced with an error when the link is not established), then </stream:stream>. The next stanza for the domain opens a new link.",
+                "parameters": [{
+                    "name": "domain", "in": "path", "required": true,
+                    "description": "the peer's domain",
+                    "schema": { "type": "string" }
+                }],
+                "responses": {
+                    "200": ok_json("what was closed", json!({
+                        "type": "object", "required": ["peer", "drained"],
+                        "properties": {
+                            "peer": { "type": "string" },
+                            "drained": { "type": "array", "items": {
+                                "type": "object", "required": ["link", "flushed", "bounced", "closed"],
+                                "properties": {
+                                    "link": { "$ref": "#/components/schemas/FederationLink" },
+                                    "flushed": { "type": "integer", "description": "queued stanzas written before the stream was closed" },
+                                    "bounced": { "type": "integer", "description": "queued stanzas returned to their senders with an error" },
+                                    "closed": { "type": "boolean", "description": "the stream had ended when the answer was sent (false: still closing)" }
+                                }
+                            } }
+                        }
+                    })),
+                    "400": err("not a valid domain"),
+                    "401": unauthorized.clone(),
+                    "404": err("no link or stream with that domain is open")
+                }
             }},
             "/api/users": {
                 "get": {
@@ -662,6 +1026,42 @@ mod tests {
     fn openapi_lists_every_route() {
         let doc = openapi_document();
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
-        assert_eq!(paths, 11);
+        assert_eq!(paths, 14);
+    }
+
+    #[test]
+    fn drain_paths_are_percent_encoded() {
+        assert_eq!(
+            drain_path("b.example"),
+            "/api/federation/links/b.example/drain"
+        );
+        assert_eq!(drain_path("a/b c"), "/api/federation/links/a%2Fb%20c/drain");
+    }
+
+    #[test]
+    fn shared_types_round_trip() {
+        let r = DrainResult {
+            peer: "b.test".into(),
+            drained: vec![DrainedLink {
+                link: FederationLink {
+                    peer: "b.test".into(),
+                    local: "a.test".into(),
+                    direction: "out".into(),
+                    state: "established".into(),
+                    auth: "sasl-external".into(),
+                    tls: true,
+                    since: "2025-01-01T00:00:00Z".into(),
+                    stanzas_in: 0,
+                    stanzas_out: 3,
+                    queued: 1,
+                },
+                flushed: 1,
+                bounced: 0,
+                closed: true,
+            }],
+        };
+        let text = serde_json::to_string(&r).unwrap_or_default();
+        assert!(text.contains("\"direction\":\"out\""), "{text}");
+        assert_eq!(serde_json::from_str::<DrainResult>(&text).ok(), Some(r));
     }
 }

@@ -272,6 +272,7 @@ async fn run(
                             continue;
                         }
                         if let Some((h, _)) = &session {
+                            hub.metrics.stanza_in(crate::metrics::Source::C2s, &el.name);
                             hub.handle_client(h, el).await;
                         }
                     }

@@ -12,7 +12,7 @@
 //! checks go to the hub.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -39,13 +39,126 @@ use crate::hub::Hub;
 use crate::router::{RemoteError, RemoteRouter};
 use crate::tls::Identity;
 
-/// One live federation link, as the admin API and logs describe it.
+/// One live federation link or stream, as the admin API describes it.
 #[derive(Debug, Clone)]
 pub struct LinkInfo {
+    /// Our domain on the link.
     pub local: String,
+    /// The peer's domain (for an inbound stream: the first domain it authenticated, else the
+    /// one its header claims, else empty).
     pub remote: String,
+    /// `out` (our link to the peer) or `in` (the peer's stream to us).
     pub direction: &'static str,
+    /// `connecting` (resolving, connecting or negotiating), `established` or `closing`.
+    pub state: &'static str,
+    /// How the stream authenticated; `None` before it has.
     pub auth: Option<AuthMethod>,
+    pub tls: bool,
+    /// When the link was created, or became established (RFC 3339, UTC).
+    pub since: String,
+    /// Stanzas received on the stream (inbound) and written to it (outbound).
+    pub stanzas_in: u64,
+    pub stanzas_out: u64,
+    /// Stanzas waiting for the link (outbound).
+    pub queued: u64,
+}
+
+/// What [`S2s::drain`] did with one link or stream.
+#[derive(Debug, Clone)]
+pub struct Drained {
+    /// The link as it was when the drain began.
+    pub link: LinkInfo,
+    /// Queued stanzas written to the stream before it was closed.
+    pub flushed: u64,
+    /// Queued stanzas bounced to their senders with an error (the link was not established,
+    /// or broke while being drained).
+    pub bounced: u64,
+    /// Whether the stream had ended when the drain returned (false: still closing).
+    pub closed: bool,
+}
+
+/// The live state of one link or stream, kept up to date by its task and read by
+/// [`S2s::links`].
+struct LinkStats {
+    direction: &'static str,
+    local: String,
+    view: Mutex<LinkView>,
+    stanzas_in: AtomicU64,
+    stanzas_out: AtomicU64,
+    /// Set by [`S2s::drain`]: flush, then end the stream gracefully.
+    drain: watch::Sender<bool>,
+    /// Set when the link's task is over.
+    done: watch::Sender<bool>,
+    /// What a drain did with queued stanzas.
+    flushed: AtomicU64,
+    bounced: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LinkView {
+    peer: String,
+    established: bool,
+    closing: bool,
+    auth: Option<AuthMethod>,
+    tls: bool,
+    since: String,
+}
+
+impl LinkStats {
+    fn new(direction: &'static str, local: &str, peer: &str) -> Arc<LinkStats> {
+        Arc::new(LinkStats {
+            direction,
+            local: local.to_string(),
+            view: Mutex::new(LinkView {
+                peer: peer.to_string(),
+                since: crate::hub::rfc3339_now(),
+                ..LinkView::default()
+            }),
+            stanzas_in: AtomicU64::new(0),
+            stanzas_out: AtomicU64::new(0),
+            drain: watch::Sender::new(false),
+            done: watch::Sender::new(false),
+            flushed: AtomicU64::new(0),
+            bounced: AtomicU64::new(0),
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut LinkView)) {
+        f(&mut self.view.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn view(&self) -> LinkView {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn info(&self, queued: u64) -> LinkInfo {
+        let v = self.view();
+        LinkInfo {
+            local: self.local.clone(),
+            remote: v.peer,
+            direction: self.direction,
+            state: if v.closing {
+                "closing"
+            } else if v.established {
+                "established"
+            } else {
+                "connecting"
+            },
+            auth: v.auth,
+            tls: v.tls,
+            since: v.since,
+            stanzas_in: self.stanzas_in.load(Ordering::Relaxed),
+            stanzas_out: self.stanzas_out.load(Ordering::Relaxed),
+            queued,
+        }
+    }
+}
+
+/// Resolves when `rx` turns true (never, if its sender is gone).
+async fn drained(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The federation service; the hub's [`RemoteRouter`].
@@ -59,6 +172,9 @@ pub struct S2s {
     /// A weak reference to ourselves, for the tasks `send` spawns.
     me: Weak<S2s>,
     links: Mutex<HashMap<(String, String), LinkTx>>,
+    /// Inbound streams, by a number of their own.
+    inbound: Mutex<HashMap<u64, Arc<LinkStats>>>,
+    next_inbound: AtomicU64,
 }
 
 /// The sending end of one outbound link.
@@ -67,6 +183,7 @@ struct LinkTx {
     /// Stanzas handed to the link and not yet written to a stream or bounced: the channel's
     /// content plus what the link task holds while it (re)connects. `queue_max` bounds it.
     pending: Arc<AtomicUsize>,
+    stats: Arc<LinkStats>,
 }
 
 impl S2s {
@@ -100,6 +217,8 @@ impl S2s {
             hub: OnceLock::new(),
             me: me.clone(),
             links: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(HashMap::new()),
+            next_inbound: AtomicU64::new(0),
         }))
     }
 
@@ -126,6 +245,100 @@ impl S2s {
         }
     }
 
+    fn count_bounce(&self, reason: &str) {
+        if let Some(hub) = self.hub() {
+            hub.metrics.s2s_bounces.inc(reason);
+        }
+    }
+
+    fn count_handshake_failure(&self, reason: &str) {
+        if let Some(hub) = self.hub() {
+            hub.metrics.s2s_handshake_failures.inc(reason);
+        }
+    }
+
+    /// The live links and streams, sorted by peer, then direction (`in` first).
+    pub fn links(&self) -> Vec<LinkInfo> {
+        let mut out: Vec<LinkInfo> = {
+            let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            links
+                .values()
+                .map(|l| l.stats.info(l.pending.load(Ordering::SeqCst) as u64))
+                .collect()
+        };
+        {
+            let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(inbound.values().map(|s| s.info(0)));
+        }
+        out.sort_by(|a, b| {
+            (&a.remote, a.direction, &a.since).cmp(&(&b.remote, b.direction, &b.since))
+        });
+        out
+    }
+
+    /// Established streams: (inbound, outbound).
+    pub fn established_counts(&self) -> (usize, usize) {
+        let out = {
+            let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            links
+                .values()
+                .filter(|l| l.stats.view().established)
+                .count()
+        };
+        let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        let inb = inbound.values().filter(|s| s.view().established).count();
+        (inb, out)
+    }
+
+    /// Closes every link and stream with `peer` gracefully: an outbound link writes what is
+    /// queued for it, then `</stream:stream>` (a link still connecting bounces its queue to
+    /// the senders instead); an inbound stream is ended with `</stream:stream>`, and stanzas
+    /// the peer already sent are still delivered. New stanzas for `peer` open a new link.
+    /// Waits up to `wait` for the streams to end; returns what was closed (empty when nothing
+    /// was open with `peer`).
+    pub async fn drain(&self, peer: &str, wait: Duration) -> Vec<Drained> {
+        let peer = peer.trim_end_matches('.').to_ascii_lowercase();
+        let mut found: Vec<(Arc<LinkStats>, LinkInfo)> = Vec::new();
+        {
+            let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<(String, String)> =
+                links.keys().filter(|k| k.1 == peer).cloned().collect();
+            for k in keys {
+                if let Some(l) = links.remove(&k) {
+                    let info = l.stats.info(l.pending.load(Ordering::SeqCst) as u64);
+                    found.push((l.stats.clone(), info));
+                }
+            }
+        }
+        {
+            let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+            for s in inbound.values() {
+                if s.view().peer == peer {
+                    found.push((s.clone(), s.info(0)));
+                }
+            }
+        }
+        for (s, _) in &found {
+            s.drain.send_replace(true);
+        }
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        for (s, link) in found {
+            let mut done = s.done.subscribe();
+            let closed = tokio::time::timeout_at(deadline, done.wait_for(|d| *d))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            out.push(Drained {
+                link,
+                flushed: s.flushed.load(Ordering::Relaxed),
+                bounced: s.bounced.load(Ordering::Relaxed),
+                closed,
+            });
+        }
+        tracing::info!(%peer, streams = out.len(), "drained federation links");
+        out
+    }
+
     /// Bounces a stanza that federation could not deliver.
     async fn bounce(&self, el: &Element, cond: &str, text: &str) {
         let Some(hub) = self.hub() else { return };
@@ -143,7 +356,21 @@ impl S2s {
 }
 
 impl RemoteRouter for S2s {
-    fn send(&self, mut stanza: Element) -> Result<(), RemoteError> {
+    fn send(&self, stanza: Element) -> Result<(), RemoteError> {
+        let r = self.queue_stanza(stanza);
+        if let Err(e) = &r {
+            self.count_bounce(match e {
+                RemoteError::Timeout(_) => "queue-full",
+                RemoteError::NotFound(_) => "policy",
+            });
+        }
+        r
+    }
+}
+
+impl S2s {
+    /// Hands a stanza to the link for its domain, creating the link if there is none.
+    fn queue_stanza(&self, mut stanza: Element) -> Result<(), RemoteError> {
         if let Some(profile) = stanza
             .get_attr("to")
             .and_then(|t| Jid::parse(t).ok())
@@ -220,11 +447,13 @@ impl S2s {
         let (tx, mut rx) = mpsc::channel(self.cfg.s2s.queue_max.max(1));
         let _ = tx.try_send(first);
         let pending = Arc::new(AtomicUsize::new(1));
+        let stats = LinkStats::new("out", &key.0, &key.1);
         links.insert(
             key.clone(),
             LinkTx {
                 tx: tx.clone(),
                 pending: pending.clone(),
+                stats: stats.clone(),
             },
         );
         // The span is attached to the task (not entered and dropped), so every line the link
@@ -233,8 +462,9 @@ impl S2s {
         tokio::spawn(
             async move {
                 me.clone()
-                    .run_link(key.0.clone(), key.1.clone(), &mut rx, &pending)
+                    .run_link(key.0.clone(), key.1.clone(), &mut rx, &pending, &stats)
                     .await;
+                stats.done.send_replace(true);
                 {
                     let mut links = me.links.lock().unwrap_or_else(|e| e.into_inner());
                     if links.get(&key).is_some_and(|t| t.tx.same_channel(&tx)) {
@@ -262,14 +492,16 @@ impl S2s {
         Ok(())
     }
 
-    /// Drives one outbound link until it is idle or has given up.
+    /// Drives one outbound link until it is idle, has given up, or is drained.
     async fn run_link(
         self: Arc<Self>,
         local: String,
         remote: String,
         rx: &mut mpsc::Receiver<Element>,
         pending: &AtomicUsize,
+        stats: &LinkStats,
     ) {
+        let mut drain = stats.drain.subscribe();
         let mut queue: VecDeque<Element> = VecDeque::new();
         let mut first_failure: Option<Instant> = None;
         let mut backoff = Duration::from_millis(500);
@@ -280,22 +512,48 @@ impl S2s {
             }
             if queue.is_empty() {
                 // Wait for work, or end after being idle.
-                match tokio::time::timeout(
-                    Duration::from_secs(self.cfg.s2s.idle_timeout_secs),
-                    rx.recv(),
-                )
-                .await
-                {
-                    Ok(Some(el)) => queue.push_back(el),
-                    _ => return,
+                tokio::select! {
+                    r = tokio::time::timeout(
+                        Duration::from_secs(self.cfg.s2s.idle_timeout_secs),
+                        rx.recv(),
+                    ) => match r {
+                        Ok(Some(el)) => queue.push_back(el),
+                        _ => return,
+                    },
+                    _ = drained(&mut drain) => {
+                        self.bounce_drained(&remote, &mut queue, rx, pending, stats).await;
+                        return;
+                    }
                 }
             }
-            match self.connect_out(&local, &remote, Purpose::Traffic).await {
+            let conn = tokio::select! {
+                c = self.connect_out(&local, &remote, Purpose::Traffic) => c,
+                _ = drained(&mut drain) => {
+                    self.bounce_drained(&remote, &mut queue, rx, pending, stats).await;
+                    return;
+                }
+            };
+            match conn {
                 Ok(conn) => {
                     first_failure = None;
                     backoff = Duration::from_millis(500);
                     tracing::info!(auth = conn.auth.as_str(), "federation link up");
-                    let idle = self.run_connected(conn, &mut queue, rx, pending).await;
+                    let tls = matches!(conn.io, Conn::Tls(_));
+                    stats.update(|v| {
+                        v.established = true;
+                        v.auth = Some(conn.auth);
+                        v.tls = tls;
+                        v.since = crate::hub::rfc3339_now();
+                    });
+                    let idle = self
+                        .run_connected(conn, &mut queue, rx, pending, stats, &mut drain)
+                        .await;
+                    stats.update(|v| {
+                        v.established = false;
+                        v.auth = None;
+                        v.tls = false;
+                        v.since = crate::hub::rfc3339_now();
+                    });
                     if idle {
                         return;
                     }
@@ -310,16 +568,17 @@ impl S2s {
                     let started = *first_failure.get_or_insert_with(Instant::now);
                     tracing::warn!(reason = %reason.text, "cannot reach the foreign domain");
                     if started.elapsed() >= retry_for {
-                        let cond = if reason.timeout {
-                            "remote-server-timeout"
+                        let (cond, label) = if reason.timeout {
+                            ("remote-server-timeout", "timeout")
                         } else {
-                            "remote-server-not-found"
+                            ("remote-server-not-found", "unreachable")
                         };
                         while let Ok(el) = rx.try_recv() {
                             queue.push_back(el);
                         }
                         for el in queue.drain(..) {
                             pending.fetch_sub(1, Ordering::SeqCst);
+                            self.count_bounce(label);
                             self.bounce(&el, cond, &reason.text).await;
                         }
                         if let Some(hub) = self.hub() {
@@ -332,29 +591,69 @@ impl S2s {
                     let wait = backoff
                         .min(retry_for.saturating_sub(started.elapsed()))
                         .max(Duration::from_millis(100));
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = drained(&mut drain) => {
+                            self.bounce_drained(&remote, &mut queue, rx, pending, stats).await;
+                            return;
+                        }
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }
     }
 
+    /// A link drained before it was established: what waits for it goes back to the senders
+    /// with an error (the link has left the map already, so nothing more arrives).
+    async fn bounce_drained(
+        &self,
+        remote: &str,
+        queue: &mut VecDeque<Element>,
+        rx: &mut mpsc::Receiver<Element>,
+        pending: &AtomicUsize,
+        stats: &LinkStats,
+    ) {
+        while let Ok(el) = rx.try_recv() {
+            queue.push_back(el);
+        }
+        let text =
+            format!("an administrator closed the link to {remote} before it was established");
+        for el in queue.drain(..) {
+            pending.fetch_sub(1, Ordering::SeqCst);
+            stats.bounced.fetch_add(1, Ordering::Relaxed);
+            self.count_bounce("drained");
+            self.bounce(&el, "remote-server-not-found", &text).await;
+        }
+    }
+
     /// Sends queued and new stanzas over an established link. Returns true when the link closed
-    /// for being idle (the task may end), false when the connection broke with work pending.
+    /// for being idle or was drained (the task may end), false when the connection broke with
+    /// work pending.
     async fn run_connected(
         &self,
         mut conn: OutConn,
         queue: &mut VecDeque<Element>,
         rx: &mut mpsc::Receiver<Element>,
         pending: &AtomicUsize,
+        stats: &LinkStats,
+        drain: &mut watch::Receiver<bool>,
     ) -> bool {
         let idle = Duration::from_secs(self.cfg.s2s.idle_timeout_secs);
+        let metrics = self.hub().map(|h| h.metrics.clone());
+        let sent = |el: &Element| {
+            stats.stanzas_out.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &metrics {
+                m.s2s_sent(&el.name);
+            }
+        };
         let mut buf = vec![0u8; 8192];
         let mut deadline = Instant::now() + idle;
         loop {
             while let Some(el) = queue.pop_front() {
                 conn.stream.send_stanza(&el);
                 pending.fetch_sub(1, Ordering::SeqCst);
+                sent(&el);
             }
             let out = conn.stream.take_output();
             if !out.is_empty() {
@@ -386,6 +685,46 @@ impl S2s {
                     // Anything that raced in is carried by a new connection.
                     return rx.is_empty();
                 }
+                _ = drained(drain) => {
+                    // The link has left the map, so what it holds now is all it will get:
+                    // write it, then end the stream.
+                    stats.update(|v| v.closing = true);
+                    while let Ok(el) = rx.try_recv() {
+                        queue.push_back(el);
+                    }
+                    let last: Vec<Element> = queue.drain(..).collect();
+                    for el in &last {
+                        conn.stream.send_stanza(el);
+                    }
+                    conn.stream.close();
+                    let out = conn.stream.take_output();
+                    let ok = conn.io.write_all(&out).await.is_ok() && conn.io.flush().await.is_ok();
+                    for el in &last {
+                        pending.fetch_sub(1, Ordering::SeqCst);
+                        if ok {
+                            sent(el);
+                            stats.flushed.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            stats.bounced.fetch_add(1, Ordering::Relaxed);
+                            self.count_bounce("drained");
+                            self.bounce(el, "remote-server-not-found", "the federation link broke while an administrator was closing it").await;
+                        }
+                    }
+                    if ok {
+                        // Give the peer a moment to close its side (RFC 6120 §4.4).
+                        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                            while let Ok(n) = conn.io.read(&mut buf).await {
+                                if n == 0 {
+                                    break;
+                                }
+                            }
+                        })
+                        .await;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn.io.shutdown()).await;
+                    tracing::info!(flushed = last.len(), "federation link drained by an administrator");
+                    return true;
+                }
             }
             while let Some(ev) = conn.stream.poll_event() {
                 if let S2sOutEvent::Closed { reason } = ev {
@@ -405,17 +744,22 @@ impl S2s {
         remote: &str,
         purpose: Purpose,
     ) -> Result<OutConn, Failure> {
-        let candidates = self
-            .locator
-            .xmpp_server(remote)
-            .await
-            .map_err(|e| Failure {
-                text: format!("DNS: {e}"),
-                timeout: matches!(e, entente_dns::Error::Timeout { .. }),
-            })?;
+        let candidates = self.locator.xmpp_server(remote).await.map_err(|e| Failure {
+            text: format!("DNS: {e}"),
+            timeout: matches!(e, entente_dns::Error::Timeout { .. }),
+            kind: "dns",
+        });
+        let candidates = match candidates {
+            Ok(c) => c,
+            Err(e) => {
+                self.count_handshake_failure(e.kind);
+                return Err(e);
+            }
+        };
         let mut last = Failure {
             text: format!("no server found for {remote}"),
             timeout: false,
+            kind: "dns",
         };
         for cand in &candidates {
             for addr in &cand.addrs {
@@ -435,11 +779,13 @@ impl S2s {
                         last = Failure {
                             text: format!("{cand} ({addr}) did not answer within {}s", t.as_secs()),
                             timeout: true,
+                            kind: "timeout",
                         }
                     }
                 }
             }
         }
+        self.count_handshake_failure(last.kind);
         Err(last)
     }
 
@@ -451,26 +797,27 @@ impl S2s {
         addr: std::net::SocketAddr,
         purpose: Purpose,
     ) -> Result<OutConn, Failure> {
-        let fail = |text: String| Failure {
+        let fail = |kind: &'static str, text: String| Failure {
             text,
             timeout: false,
+            kind,
         };
         let tcp = TcpStream::connect(addr)
             .await
-            .map_err(|e| fail(format!("connect to {cand} ({addr}): {e}")))?;
+            .map_err(|e| fail("connect", format!("connect to {cand} ({addr}): {e}")))?;
         let _ = tcp.set_nodelay(true);
         let strict = self.cfg.s2s.secure_auth;
         let (tls_cfg, cert_slot) = crate::tls::s2s_client_config(&self.roots, &self.id, strict)
-            .map_err(|e| fail(format!("TLS set-up: {e:#}")))?;
+            .map_err(|e| fail("tls", format!("TLS set-up: {e:#}")))?;
         let connector = tokio_rustls::TlsConnector::from(tls_cfg);
         let server_name = ServerName::try_from(remote.to_string())
-            .map_err(|e| fail(format!("bad domain {remote}: {e}")))?;
+            .map_err(|e| fail("tls", format!("bad domain {remote}: {e}")))?;
         let direct = cand.is_direct_tls();
         let mut io = if direct {
             let s = connector
                 .connect(server_name.clone(), tcp)
                 .await
-                .map_err(|e| fail(format!("TLS with {cand}: {e}")))?;
+                .map_err(|e| fail("tls", format!("TLS with {cand}: {e}")))?;
             Conn::Tls(Box::new(s))
         } else {
             Conn::Plain(tcp)
@@ -494,40 +841,41 @@ impl S2s {
             if !out.is_empty() {
                 io.write_all(&out)
                     .await
-                    .map_err(|e| fail(format!("write to {cand}: {e}")))?;
+                    .map_err(|e| fail("connect", format!("write to {cand}: {e}")))?;
                 io.flush()
                     .await
-                    .map_err(|e| fail(format!("write to {cand}: {e}")))?;
+                    .map_err(|e| fail("connect", format!("write to {cand}: {e}")))?;
             }
             while let Some(ev) = stream.poll_event() {
                 match ev {
                     S2sOutEvent::StartTls => {
                         let Conn::Plain(tcp) = std::mem::replace(&mut io, Conn::Gone) else {
-                            return Err(fail("STARTTLS twice".into()));
+                            return Err(fail("tls", "STARTTLS twice".into()));
                         };
                         let s = connector
                             .connect(server_name.clone(), tcp)
                             .await
-                            .map_err(|e| fail(format!("TLS with {cand}: {e}")))?;
+                            .map_err(|e| fail("tls", format!("TLS with {cand}: {e}")))?;
                         io = Conn::Tls(Box::new(s));
                         let ok = cert_slot.lock().map(|g| *g == Some(true)).unwrap_or(false);
                         if !ok && self.cfg.s2s.secure_auth {
-                            return Err(fail(format!(
-                                "the certificate of {cand} is not valid for {remote}"
-                            )));
+                            return Err(fail(
+                                "tls",
+                                format!("the certificate of {cand} is not valid for {remote}"),
+                            ));
                         }
                         stream.tls_established(ok);
                         let out = stream.take_output();
                         io.write_all(&out)
                             .await
-                            .map_err(|e| fail(format!("write to {cand}: {e}")))?;
+                            .map_err(|e| fail("connect", format!("write to {cand}: {e}")))?;
                         io.flush()
                             .await
-                            .map_err(|e| fail(format!("write to {cand}: {e}")))?;
+                            .map_err(|e| fail("connect", format!("write to {cand}: {e}")))?;
                     }
                     S2sOutEvent::Ready(auth) => {
                         if auth == AuthMethod::Dialback && self.cfg.s2s.secure_auth {
-                            return Err(fail(format!("{remote} could only authenticate us with dialback, which secure_auth forbids")));
+                            return Err(fail("auth", format!("{remote} could only authenticate us with dialback, which secure_auth forbids")));
                         }
                         return Ok(OutConn {
                             io,
@@ -545,10 +893,13 @@ impl S2s {
                         })
                     }
                     S2sOutEvent::Closed { reason } => {
-                        return Err(fail(format!(
-                            "authentication with {remote} failed: {}",
-                            reason.unwrap_or_else(|| "the stream was closed".into())
-                        )))
+                        return Err(fail(
+                            "auth",
+                            format!(
+                                "authentication with {remote} failed: {}",
+                                reason.unwrap_or_else(|| "the stream was closed".into())
+                            ),
+                        ))
                     }
                     _ => {}
                 }
@@ -556,7 +907,7 @@ impl S2s {
             let n = io
                 .read(&mut buf)
                 .await
-                .map_err(|e| fail(format!("read from {cand}: {e}")))?;
+                .map_err(|e| fail("connect", format!("read from {cand}: {e}")))?;
             if n == 0 {
                 stream.eof();
             } else {
@@ -674,6 +1025,12 @@ impl S2s {
             Conn::Plain(sock)
         };
         let Some(hub) = self.hub() else { return Ok(()) };
+        let stats = LinkStats::new("in", &self.cfg.domain, "");
+        stats.update(|v| v.tls = direct_tls);
+        let _registered = InboundEntry::register(&self, stats.clone());
+        let mut drain = stats.drain.subscribe();
+        let mut closing = false;
+        let mut failure_counted = false;
         let (vtx, mut vrx) = mpsc::channel::<(String, String, bool)>(16);
         let mut buf = vec![0u8; 8192];
         let rate = f64::from(self.cfg.s2s.max_stanzas_per_second);
@@ -688,16 +1045,46 @@ impl S2s {
                 io.flush().await?;
             }
             if stream.is_closed() {
+                if stream.peer_closed() {
+                    // `</stream:stream>` from the peer: an orderly end, nothing to probe.
+                    summary.clean = true;
+                }
                 let _ = tokio::time::timeout(Duration::from_secs(2), io.shutdown()).await;
                 return Ok(());
             }
             tokio::select! {
                 n = io.read(&mut buf) => {
                     let n = n?;
-                    if n == 0 { stream.eof() } else { stream.receive(&buf[..n]); deadline = Instant::now() + idle; }
+                    if n == 0 {
+                        stream.eof()
+                    } else {
+                        stream.receive(&buf[..n]);
+                        if !closing {
+                            deadline = Instant::now() + idle;
+                        }
+                    }
+                    if let Some(claim) = stream.peer_claim() {
+                        if stats.view().peer.is_empty() {
+                            stats.update(|v| v.peer = claim.to_string());
+                        }
+                    }
                 }
                 v = vrx.recv() => if let Some((orig, recv, valid)) = v {
+                    if !valid {
+                        self.count_handshake_failure("dialback");
+                        failure_counted = true;
+                    }
                     stream.dialback_verified(&orig, &recv, valid);
+                },
+                _ = drained(&mut drain), if !closing => {
+                    // End our side; what the peer already sent is still read and delivered
+                    // until it closes its side, or for 5 seconds.
+                    closing = true;
+                    summary.clean = true;
+                    stats.update(|v| v.closing = true);
+                    stream.close();
+                    deadline = Instant::now() + Duration::from_secs(5);
+                    tracing::info!("inbound federation stream drained by an administrator");
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     summary.clean = true;
@@ -721,6 +1108,7 @@ impl S2s {
                         let names = peer_names(&self.roots, s.get_ref().1.peer_certificates());
                         io = Conn::ServerTls(Box::new(s));
                         stream.tls_established(names);
+                        stats.update(|v| v.tls = true);
                     }
                     S2sInEvent::DialbackVerify {
                         originating,
@@ -733,6 +1121,8 @@ impl S2s {
                             || !self.cfg.s2s.enabled
                         {
                             tracing::info!(domain = %originating, "refusing a federation request (policy)");
+                            self.count_handshake_failure("policy");
+                            failure_counted = true;
                             stream.dialback_verified(&originating, &receiving, false);
                             continue;
                         }
@@ -757,12 +1147,24 @@ impl S2s {
                     S2sInEvent::Authenticated { domain, method } => {
                         if !self.cfg.federation_allowed(&domain) || !self.cfg.s2s.enabled {
                             tracing::info!(%domain, "refusing a federated domain (policy)");
+                            self.count_handshake_failure("policy");
+                            failure_counted = true;
                             stream.close_with_error(
                                 StreamErrorCondition::PolicyViolation,
                                 Some("federation with your domain is not permitted"),
                             );
                         } else {
                             tracing::info!(%domain, method = method.as_str(), "inbound federation stream authenticated");
+                            let first = summary.domains.is_empty();
+                            stats.update(|v| {
+                                if first {
+                                    v.peer = domain.clone();
+                                    v.since = crate::hub::rfc3339_now();
+                                }
+                                v.established = true;
+                                v.auth = Some(method);
+                                v.tls = stream.is_tls();
+                            });
                             summary.domains.push(domain);
                         }
                     }
@@ -789,17 +1191,56 @@ impl S2s {
                         {
                             crate::presence_map::from_peer(&mut el, profile);
                         }
+                        stats.stanzas_in.fetch_add(1, Ordering::Relaxed);
+                        hub.metrics.stanza_in(crate::metrics::Source::S2s, &el.name);
                         if let Err(e) = hub.route(el).await {
                             tracing::error!(error = %e, "store error while handling a federated stanza");
                         }
                     }
                     S2sInEvent::Closed { error: Some(e) } => {
                         tracing::info!(condition = %e, "inbound federation stream closed with an error");
+                        if summary.domains.is_empty() && !failure_counted && !closing {
+                            self.count_handshake_failure("stream-error");
+                            failure_counted = true;
+                        }
                     }
                     _ => {}
                 }
             }
         }
+    }
+}
+
+/// An inbound stream's place in [`S2s::links`], for as long as its task runs.
+struct InboundEntry {
+    s2s: Arc<S2s>,
+    id: u64,
+    stats: Arc<LinkStats>,
+}
+
+impl InboundEntry {
+    fn register(s2s: &Arc<S2s>, stats: Arc<LinkStats>) -> InboundEntry {
+        let id = s2s.next_inbound.fetch_add(1, Ordering::Relaxed);
+        s2s.inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, stats.clone());
+        InboundEntry {
+            s2s: s2s.clone(),
+            id,
+            stats,
+        }
+    }
+}
+
+impl Drop for InboundEntry {
+    fn drop(&mut self) {
+        self.s2s
+            .inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+        self.stats.done.send_replace(true);
     }
 }
 
@@ -815,6 +1256,8 @@ struct InboundSummary {
 struct Failure {
     text: String,
     timeout: bool,
+    /// The `reason` label of `entente_s2s_handshake_failures_total`.
+    kind: &'static str,
 }
 
 struct OutConn {

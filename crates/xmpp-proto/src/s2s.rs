@@ -528,6 +528,9 @@ pub struct S2sIn {
     sasl_done: bool,
     /// The peer ended the stream with `</stream:stream>` (as opposed to a broken connection).
     peer_closed: bool,
+    /// We sent `</stream:stream>` ([`S2sIn::close`]) and wait for the peer's: the output up to
+    /// this length is what remains to be written, nothing after it ever is.
+    closing_at: Option<usize>,
 }
 
 impl S2sIn {
@@ -546,6 +549,7 @@ impl S2sIn {
             authenticated: HashSet::new(),
             sasl_done: false,
             peer_closed: false,
+            closing_at: None,
         }
     }
 
@@ -555,7 +559,13 @@ impl S2sIn {
     }
 
     pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.out)
+        let mut out = std::mem::take(&mut self.out);
+        if let Some(n) = self.closing_at {
+            // After our closing tag nothing may be sent (RFC 6120 §4.4).
+            out.truncate(n);
+            self.closing_at = Some(0);
+        }
+        out
     }
 
     pub fn poll_event(&mut self) -> Option<S2sInEvent> {
@@ -564,6 +574,31 @@ impl S2sIn {
 
     pub fn is_closed(&self) -> bool {
         matches!(self.state, InState::Closed)
+    }
+
+    /// Whether [`S2sIn::close`] was called and the peer has not closed its side yet.
+    pub fn is_closing(&self) -> bool {
+        self.closing_at.is_some() && !self.is_closed()
+    }
+
+    /// Ends the stream gracefully (RFC 6120 §4.4): writes `</stream:stream>` and sends nothing
+    /// more, but goes on processing what the peer sends (stanzas already on their way still
+    /// come out as events) until the peer closes its stream too. The driver should give the
+    /// peer a few seconds, then drop the connection.
+    pub fn close(&mut self) {
+        if self.is_closed() || self.closing_at.is_some() {
+            return;
+        }
+        if !matches!(self.state, InState::Open) {
+            // Nothing was negotiated: just end.
+            self.ensure_header();
+            self.out.extend_from_slice(b"</stream:stream>");
+            self.state = InState::Closed;
+            self.events.push_back(S2sInEvent::Closed { error: None });
+            return;
+        }
+        self.out.extend_from_slice(b"</stream:stream>");
+        self.closing_at = Some(self.out.len());
     }
 
     pub fn is_tls(&self) -> bool {
@@ -1064,6 +1099,43 @@ mod tests {
         let bytes = o.take_output();
         i.receive(&bytes);
         assert!(matches!(i.poll_event(), Some(S2sInEvent::Stanza(_))));
+    }
+
+    #[test]
+    fn graceful_close_of_an_inbound_stream() {
+        let mut o = S2sOut::new(out_cfg(Purpose::Traffic, TlsPolicy::Required));
+        let mut i = S2sIn::new(in_cfg());
+        pump(&mut o, &mut i, &["a.test"], true);
+        i.close();
+        assert!(i.is_closing() && !i.is_closed());
+        let closing = i.take_output();
+        assert!(closing.ends_with(b"</stream:stream>"), "{closing:?}");
+        // A stanza the peer sent before it saw our closing tag is still processed.
+        let m = Element::new("message", NS_SERVER)
+            .attr("from", "x@a.test")
+            .attr("to", "y@b.test");
+        assert!(o.send_stanza(&m));
+        let bytes = o.take_output();
+        i.receive(&bytes);
+        assert!(matches!(i.poll_event(), Some(S2sInEvent::Stanza(_))));
+        // Nothing is written after the closing tag, not even an answer to a bad element.
+        i.receive(b"<db:verify/>");
+        assert!(i.take_output().is_empty());
+        // The peer sees the end, closes its side; the stream is over, cleanly.
+        o.receive(&closing);
+        assert!(o.is_closed());
+        let end = o.take_output();
+        assert!(end.ends_with(b"</stream:stream>"));
+        let mut i = S2sIn::new(in_cfg());
+        let mut o = S2sOut::new(out_cfg(Purpose::Traffic, TlsPolicy::Required));
+        pump(&mut o, &mut i, &["a.test"], true);
+        i.close();
+        i.take_output();
+        o.close();
+        i.receive(&o.take_output());
+        assert!(i.is_closed() && i.peer_closed());
+        assert_eq!(i.poll_event(), Some(S2sInEvent::Closed { error: None }));
+        assert!(i.take_output().is_empty());
     }
 
     #[test]
