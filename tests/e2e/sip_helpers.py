@@ -46,13 +46,15 @@ def sipp_has_tls():
 
 
 def run_sipp(scenario, target, *, transport="u1", local_ip="127.0.0.31", workdir, name,
-             extra=(), timeout=20):
+             extra=(), timeout=20, port=None):
     """Runs one sipp call (`-m 1`, global `-timeout`) and returns (returncode, trace path,
-    log path, output). Each run binds its own loopback address and a free port."""
+    log path, output). Each run binds its own loopback address and `port` (default: a free
+    one; pass one when the server under test must reach sipp there, e.g. in a route)."""
     workdir = pathlib.Path(workdir)
     trace = workdir / f"{name}.msg"
     log = workdir / f"{name}.log"
-    port = free_port(local_ip)
+    if port is None:
+        port = free_port(local_ip)
     cmd = [SIPP, "-sf", str(SCENARIOS / scenario), "-t", transport, "-i", local_ip,
            "-bind_local", "-p", str(port), "-m", "1", "-timeout", str(timeout), "-timeout_error",
            "-trace_msg", "-message_file", str(trace), "-trace_logs", "-log_file", str(log),
@@ -148,3 +150,12 @@ def sip_request(method, target_host, target_port, transport, local, *, branch, c
 
 def status_line(data):
     return data.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+def sipp_keys(**keys):
+    """sipp arguments setting scenario keywords: sipp_keys(touser="bob") == ["-key", "touser",
+    "bob"]; the scenarios use them as [touser] (tests/sipp/lync_*.xml, aol_*.xml)."""
+    out = []
+    for k, v in keys.items():
+        out += ["-key", k, str(v)]
+    return out

@@ -6,7 +6,8 @@ Needs the Debian package `sip-tester` (sipp) and `openssl` (test certificates). 
 all with free ports. `t1_ms = 50` makes every transaction timer 10 times faster than RFC 3261's
 defaults (Timer H = 64*T1 = 3.2 s).
 
-Nothing is federated over SIP yet: OPTIONS gets 200, every other request 403.
+No SIP peer is configured here: OPTIONS gets 200, every other request 403 (domain not
+permitted). SIP federation itself is tested in test_federation_sip.py.
 """
 import socket
 import ssl

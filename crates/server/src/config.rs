@@ -36,6 +36,9 @@ pub struct AdminConfig {
     pub listen: String,
     /// A file holding the bearer token (surrounding whitespace is ignored); required when enabled.
     pub token_file: Option<PathBuf>,
+    /// Whether `GET /metrics` needs the bearer token too (false: Prometheus may scrape it
+    /// without one).
+    pub metrics_require_token: bool,
 }
 
 impl Default for AdminConfig {
@@ -44,12 +47,13 @@ impl Default for AdminConfig {
             enabled: false,
             listen: "127.0.0.1:5280".to_string(),
             token_file: None,
+            metrics_require_token: true,
         }
     }
 }
 
-/// The SIP endpoint (transports and transaction layer). Nothing is federated over SIP yet: with
-/// `enabled = true` the server answers OPTIONS and refuses every other request with `403`.
+/// The SIP endpoint (transports and transaction layer) and SIP federation: the foreign SIP
+/// domains in `[[sip.peer]]` are the permitted ones; requests from any other domain get `403`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipConfig {
@@ -74,6 +78,102 @@ pub struct SipConfig {
     pub t1_ms: u64,
     /// The host written in our Via headers (default: the domain).
     pub via_host: Option<String>,
+    /// Seconds a session-mode IM dialog may carry no message before we end it with BYE.
+    pub im_idle_secs: u64,
+    /// The subscription duration we ask foreign domains for and the longest we grant them
+    /// (RFC 6665 `Expires`), in seconds.
+    pub subscribe_expires_secs: u32,
+    /// The permitted foreign SIP domains.
+    pub peer: Vec<SipPeerConfig>,
+}
+
+/// One permitted foreign SIP domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipPeerConfig {
+    pub domain: String,
+    /// What the peer is: `lync`, `moc` (OCS), `aol`, or `simple` (any RFC 3856 presence
+    /// server, another Entente). Decides the presence documents and the IM mode.
+    #[serde(default = "default_sip_profile")]
+    pub profile: String,
+    /// `tls` (default) or `tcp` (plain; then `source_addrs` authenticate the peer).
+    #[serde(default)]
+    pub transport: SipPeerTransport,
+    /// Whether requests over TLS must come with a certificate valid for the domain (a client
+    /// certificate on connections the peer opens). Default: true. `false` trusts the From
+    /// domain of any TLS connection from the peer: only for peers that cannot present one.
+    #[serde(default)]
+    pub mutual_tls: Option<bool>,
+    /// Static routes (`host:port`, `tls://host:port`, `tcp://host:port`) tried before DNS
+    /// (`_sipfederationtls._tcp`, `_sips._tcp`, `_sip._tcp`).
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Source addresses that authenticate requests from this domain (required for `tcp`;
+    /// with TLS, an alternative to the client certificate).
+    #[serde(default)]
+    pub source_addrs: Vec<std::net::IpAddr>,
+    /// `session` (INVITE with `m=message`, then MESSAGE in the dialog, as OCS/Lync and AOL)
+    /// or `page` (RFC 3428 MESSAGE each). Default: session for lync/moc/aol, page for simple.
+    #[serde(default)]
+    pub im: Option<ImMode>,
+}
+
+fn default_sip_profile() -> String {
+    "simple".to_string()
+}
+
+/// How a SIP peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SipPeerTransport {
+    #[default]
+    Tls,
+    Tcp,
+}
+
+/// How instant messages are carried to a SIP peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImMode {
+    Session,
+    Page,
+}
+
+impl SipPeerConfig {
+    /// The parsed presence profile (validated on load; `simple` if somehow not).
+    pub fn presence_profile(&self) -> entente_model::availability::Profile {
+        self.profile
+            .parse()
+            .unwrap_or(entente_model::availability::Profile::Simple)
+    }
+
+    /// Whether this is one of the peers with Microsoft or AOL behaviour.
+    fn is_legacy(&self) -> bool {
+        use entente_model::availability::Profile;
+        matches!(
+            self.presence_profile(),
+            Profile::Lync | Profile::Moc | Profile::Aol
+        )
+    }
+
+    /// Whether a client certificate is required.
+    pub fn requires_mutual_tls(&self) -> bool {
+        self.transport == SipPeerTransport::Tls && self.mutual_tls.unwrap_or(true)
+    }
+
+    /// The IM mode in effect.
+    pub fn im_mode(&self) -> ImMode {
+        self.im.unwrap_or(if self.is_legacy() {
+            ImMode::Session
+        } else {
+            ImMode::Page
+        })
+    }
+
+    /// Whether AOL e-mail screen names (`user(gmail.com)`) are mapped.
+    pub fn aol_names(&self) -> bool {
+        self.presence_profile() == entente_model::availability::Profile::Aol
+    }
 }
 
 impl Default for SipConfig {
@@ -89,6 +189,9 @@ impl Default for SipConfig {
             max_connections: 1024,
             t1_ms: 500,
             via_host: None,
+            im_idle_secs: 600,
+            subscribe_expires_secs: 3600,
+            peer: Vec::new(),
         }
     }
 }
@@ -594,6 +697,75 @@ impl Config {
                 format!("{}: must be between 10 and 60000", s.t1_ms),
             ));
         }
+        if s.subscribe_expires_secs < 60 {
+            return Err(invalid(
+                "sip.subscribe_expires_secs",
+                "must be at least 60 (RFC 6665 Min-Expires is commonly 60)".into(),
+            ));
+        }
+        if s.im_idle_secs == 0 {
+            return Err(invalid("sip.im_idle_secs", "must be at least 1".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in s.peer.iter().enumerate() {
+            let key = |k: &str| format!("sip.peer[{i}].{k}");
+            entente_model::jid::Jid::domain_only(&p.domain).map_err(|e| {
+                invalid(
+                    &key("domain"),
+                    format!("{:?} is not a valid domain: {e}", p.domain),
+                )
+            })?;
+            if p.domain.eq_ignore_ascii_case(&self.domain) {
+                return Err(invalid(
+                    &key("domain"),
+                    "that is this server's own domain".into(),
+                ));
+            }
+            if !seen.insert(p.domain.to_ascii_lowercase()) {
+                return Err(invalid(
+                    &key("domain"),
+                    format!("{} is listed twice", p.domain),
+                ));
+            }
+            if self.peer(&p.domain).is_some() {
+                return Err(invalid(
+                    &key("domain"),
+                    format!(
+                        "{} is also an [[s2s.peer]]: a domain federates over SIP or XMPP, not both",
+                        p.domain
+                    ),
+                ));
+            }
+            match p.profile.parse::<entente_model::availability::Profile>() {
+                Ok(prof) if !prof.is_xmpp() => {}
+                Ok(prof) => {
+                    return Err(invalid(
+                        &key("profile"),
+                        format!(
+                            "{} is an XMPP profile; SIP peers are lync, moc, aol or simple",
+                            prof.name()
+                        ),
+                    ))
+                }
+                Err(e) => return Err(invalid(&key("profile"), e.to_string())),
+            }
+            for (j, r) in p.routes.iter().enumerate() {
+                r.parse::<entente_dns::StaticRoute>()
+                    .map_err(|e| invalid(&format!("sip.peer[{i}].routes[{j}]"), e.to_string()))?;
+            }
+            if p.transport == SipPeerTransport::Tcp && p.source_addrs.is_empty() {
+                return Err(invalid(
+                    &key("source_addrs"),
+                    "a plain-TCP peer is authenticated by its source addresses: list them".into(),
+                ));
+            }
+            if p.transport == SipPeerTransport::Tcp && p.mutual_tls == Some(true) {
+                return Err(invalid(
+                    &key("mutual_tls"),
+                    "needs transport = \"tls\"".into(),
+                ));
+            }
+        }
         let via = s.via_host(&self.domain);
         if entente_sip_proto::Host::parse(via).is_err() {
             return Err(invalid(
@@ -602,6 +774,15 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The settings of a permitted foreign SIP domain, if `domain` is one.
+    pub fn sip_peer(&self, domain: &str) -> Option<&SipPeerConfig> {
+        let domain = domain.trim_end_matches('.');
+        self.sip
+            .peer
+            .iter()
+            .find(|p| p.domain.eq_ignore_ascii_case(domain))
     }
 
     /// The settings for one foreign domain, if any.
@@ -614,6 +795,9 @@ impl Config {
 
     /// Whether the admin's federation policy allows `domain`.
     pub fn federation_allowed(&self, domain: &str) -> bool {
+        if self.sip.enabled && self.sip_peer(domain).is_some() {
+            return true;
+        }
         let listed = self
             .s2s
             .domains

@@ -29,6 +29,7 @@ pub struct Hub {
     pub cfg: Arc<Config>,
     pub store: Store,
     pub sessions: Sessions,
+    pub metrics: Arc<crate::metrics::Metrics>,
     remote: Arc<dyn RemoteRouter>,
     /// Block lists by bare JID, loaded on first use.
     blocks: Mutex<HashMap<Jid, Arc<Vec<Jid>>>>,
@@ -54,6 +55,7 @@ impl Hub {
             cfg,
             store,
             sessions: Sessions::default(),
+            metrics: Arc::default(),
             remote: Arc::new(NoFederation),
             blocks: Mutex::new(HashMap::new()),
             rules: Mutex::new(HashMap::new()),
@@ -1388,6 +1390,12 @@ impl Hub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(user);
+    }
+
+    /// Whether local user `user` blocks `other` (for federation gateways that must answer a
+    /// foreign request before handing it over).
+    pub async fn blocks(&self, user: &Jid, other: &Jid) -> Res<bool> {
+        self.is_blocked(user, other).await
     }
 
     /// Whether local user `user` blocks `other` (XEP-0191 items, and `block` policy rules,

@@ -9,10 +9,12 @@ pub mod c2s;
 pub mod check;
 pub mod config;
 pub mod hub;
+pub mod metrics;
 pub mod presence_map;
 pub mod router;
 pub mod s2s;
 pub mod sip;
+pub mod sipfed;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -36,6 +38,14 @@ fn sip_locator(cfg: &Config) -> Result<entente_dns::Locator> {
     }
     if let Some(t) = cfg.dns.timeout_secs {
         lc.query_timeout = std::time::Duration::from_secs(t.max(1));
+    }
+    for p in &cfg.sip.peer {
+        for r in &p.routes {
+            let route = r
+                .parse::<entente_dns::StaticRoute>()
+                .with_context(|| format!("sip.peer {}: routes", p.domain))?;
+            lc.add_static_route(&p.domain, route);
+        }
     }
     entente_dns::Locator::new(lc).context("setting up the DNS resolver for SIP")
 }
@@ -78,7 +88,12 @@ impl Server {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&paths)?);
         let s2s = s2s::S2s::new(cfg.clone(), tls::Identity::load(&paths)?)?;
         let mut hub = Hub::new(cfg.clone(), store);
-        hub.set_remote(s2s.clone());
+        let gateway = cfg.sip.enabled.then(|| sipfed::Gateway::new(cfg.clone()));
+        hub.set_remote(Arc::new(sipfed::FederationRouter {
+            cfg: cfg.clone(),
+            xmpp: s2s.clone(),
+            sip: gateway.clone(),
+        }));
         let hub = Arc::new(hub);
         s2s.set_hub(&hub);
         let (shutdown, rx) = watch::channel(false);
@@ -114,16 +129,19 @@ impl Server {
         }
         let mut sip_addrs = Vec::new();
         let mut sip = None;
-        if cfg.sip.enabled {
+        if let Some(gateway) = gateway.clone() {
             let started = sip::start(
                 &cfg,
                 Some(tls::Identity::load(&paths)?),
                 Some(Arc::new(sip_locator(&cfg)?)),
-                Arc::new(sip::DefaultHandler),
+                gateway.clone(),
                 rx.clone(),
                 &mut tasks,
             )
             .await?;
+            gateway
+                .run(&hub, started.handle.clone(), rx.clone(), &mut tasks)
+                .await?;
             sip_addrs = started.addrs;
             sip = Some(started.handle);
         }
@@ -142,7 +160,13 @@ impl Server {
             let local = listener.local_addr()?;
             tracing::info!(addr = %local, "serving the admin HTTP API");
             admin_addr = Some(local);
-            tasks.spawn(admin::serve(hub.clone(), token, listener, rx.clone()));
+            let services = admin::Services {
+                hub: hub.clone(),
+                s2s: Some(s2s.clone()),
+                sip: sip.clone(),
+                gateway: gateway.clone(),
+            };
+            tasks.spawn(admin::serve(services, token, listener, rx.clone()));
         }
         Ok(Server {
             hub,

@@ -57,6 +57,8 @@ pub(crate) enum Input {
         request: Request,
         dest: TransportAddr,
     },
+    /// Forget a server transaction without answering it.
+    Abandon(ServerTxKey),
 }
 
 /// Where [`SipHandle::send_request`] sends a request.
@@ -68,6 +70,9 @@ pub enum Destination {
     /// The SIP servers of this domain, located per RFC 3263 (static routes, NAPTR, SRV
     /// including `_sipfederationtls._tcp`, then A/AAAA) and tried in order.
     Domain(String),
+    /// Like [`Destination::Domain`], over this one transport only (a federation peer
+    /// configured for TLS, or for plain TCP).
+    DomainOver(String, Transport),
 }
 
 /// A final response and who sent it.
@@ -197,7 +202,10 @@ impl SipHandle {
     ) -> Result<SipResponse, SipError> {
         match dest {
             Destination::Addr(addr) => self.send_once(request, addr, None).await,
-            Destination::Domain(domain) => self.send_to_domain(request, &domain).await,
+            Destination::Domain(domain) => self.send_to_domain(request, &domain, None).await,
+            Destination::DomainOver(domain, t) => {
+                self.send_to_domain(request, &domain, Some(t)).await
+            }
         }
     }
 
@@ -205,6 +213,7 @@ impl SipHandle {
         &self,
         request: Request,
         domain: &str,
+        only: Option<Transport>,
     ) -> Result<SipResponse, SipError> {
         let Some(locator) = &self.inner.locator else {
             return Err(SipError::NoCandidate(domain.to_owned()));
@@ -217,6 +226,14 @@ impl SipHandle {
         prefs.push(entente_dns::Transport::Tcp);
         if t.has_udp() {
             prefs.push(entente_dns::Transport::Udp);
+        }
+        if let Some(only) = only {
+            let want = match only {
+                Transport::Tls => entente_dns::Transport::Tls,
+                Transport::Udp => entente_dns::Transport::Udp,
+                _ => entente_dns::Transport::Tcp,
+            };
+            prefs.retain(|p| *p == want);
         }
         let candidates =
             locator
@@ -287,6 +304,12 @@ impl SipHandle {
             .await
             .map_err(|_| SipError::Closed)?;
         rx.await.map_err(|_| SipError::Closed)?
+    }
+
+    /// Forgets the server transaction `key` without answering it (a request that expects no
+    /// response, such as Lync's BENOTIFY).
+    pub async fn abandon(&self, key: ServerTxKey) {
+        let _ = self.inner.tx.send(Input::Abandon(key)).await;
     }
 
     /// Sends the ACK for a 2xx to an INVITE (§13.2.2.4; not a transaction, sent once per call).
@@ -428,6 +451,9 @@ impl Endpoint {
                 let _ = reply.send(r.map_err(SipError::from));
             }
             Input::Ack { request, dest } => self.layer.send_ack(request, dest),
+            Input::Abandon(key) => {
+                self.layer.abandon(key);
+            }
         }
     }
 

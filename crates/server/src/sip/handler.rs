@@ -65,15 +65,14 @@ application/sdp, multipart/related";
 /// `Supported = "Supported" HCOLON [option-tag *(COMMA option-tag)]`) and says exactly that.
 pub const SUPPORTED: &str = "";
 
-/// The reason phrase of the `403` every non-OPTIONS request gets for now.
+/// The reason phrase of the `403` for a domain that is not permitted.
 pub const NOT_PERMITTED: &str = "Domain not permitted";
 
-/// The transaction user used until SIP federation exists.
+/// A transaction user that federates with nobody (the stack's own tests use it).
 ///
 /// - `OPTIONS` (RFC 3261 §11): `200 OK` with `Allow`, `Accept` and `Supported`. Peers (Lync,
 ///   Skype for Business) use OPTIONS as a federation health check.
-/// - Every other request: `403 Domain not permitted`. **Nothing is federated over SIP yet**:
-///   no domain is permitted, whatever the `[s2s]` policy says.
+/// - Every other request: `403 Domain not permitted`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultHandler;
 

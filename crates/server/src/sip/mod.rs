@@ -15,10 +15,10 @@
 //!   [`SipHandle`].
 //! - [`handler`]: the [`SipHandler`] trait and the [`DefaultHandler`].
 //!
-//! **Nothing is federated over SIP yet.** With `[sip] enabled = true` the server answers
-//! OPTIONS (`200` with Allow, Accept and Supported), refuses every other request with
-//! `403 Domain not permitted`, and answers malformed requests with `400` (reason: what is
-//! wrong). SIP federation will replace the [`DefaultHandler`].
+//! The server runs the SIP federation gateway ([`crate::sipfed::Gateway`]) as the handler;
+//! [`DefaultHandler`] (OPTIONS `200`, everything else `403 Domain not permitted`) is what a
+//! handler-less endpoint does, used by tests of the stack itself. Malformed requests get `400`
+//! (reason: what is wrong) before any handler sees them.
 
 pub mod endpoint;
 pub mod handler;

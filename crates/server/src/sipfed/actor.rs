@@ -1,0 +1,1898 @@
+//! The gateway task: one task owns every SIP dialog the gateway keeps, so no lock is held
+//! across I/O. It receives [`Event`]s (stanzas from the hub, requests from the SIP endpoint,
+//! outcomes of the client transactions it started) and acts on them; a one-second tick drives
+//! refreshes, retries and IM inactivity.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use entente_model::availability::Presence;
+use entente_model::gateway_errors;
+use entente_model::jid::Jid;
+use entente_sip_proto::im::{self, IsComposing, ISCOMPOSING_TYPE};
+use entente_sip_proto::{
+    Dialog, DialogId, DialogSnapshot, HeaderName, Method, Request, Response, StatusCode, SubState,
+    Transport, Uri,
+};
+use entente_store::SipDialogRow;
+use entente_xmpp_proto::stanza::{error_reply, ErrorType};
+use entente_xmpp_proto::Element;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use super::convert;
+use super::Routed;
+use crate::config::{Config, ImMode, SipPeerConfig, SipPeerTransport};
+use crate::hub::Hub;
+use crate::sip::{
+    new_tag, Destination, IncomingRequest, ServerEvent, SipError, SipHandle, SipResponse,
+};
+
+/// What the gateway task receives.
+pub(crate) enum Event {
+    /// A stanza from a local user to a SIP contact.
+    Outbound(Element),
+    /// A request that passed the precheck.
+    Request {
+        inc: Box<IncomingRequest>,
+        routed: Routed,
+    },
+    /// ACKs, cancellations and timeouts of server transactions.
+    Server(ServerEvent),
+    /// The outcome of a client transaction the task started.
+    Done {
+        op: u64,
+        result: Result<SipResponse, SipError>,
+    },
+}
+
+/// (local user, foreign contact), both bare.
+type Key = (Jid, Jid);
+
+/// A foreign watcher's subscription to a local user's presence.
+struct InSub {
+    peer: String,
+    dialog: Dialog,
+    /// Unix seconds.
+    expires_at: u64,
+    /// What the hub lets this watcher see, by local resource.
+    resources: HashMap<String, Presence>,
+    dirty: bool,
+    inflight: bool,
+    /// Send a final `terminated` NOTIFY with this reason, then forget the subscription.
+    terminate: Option<&'static str>,
+}
+
+/// A local user's subscription to a SIP contact's presence.
+struct OutSub {
+    peer: String,
+    dialog: Option<Dialog>,
+    /// The out-of-dialog SUBSCRIBE in flight (a NOTIFY may create the dialog before its 2xx).
+    initial: Option<Request>,
+    /// Unix seconds the peer granted until.
+    expires_at: u64,
+    /// When to refresh (or retry).
+    next_at: Option<Instant>,
+    inflight: bool,
+    /// `subscribed` was passed to the hub.
+    approved: bool,
+    /// The last presence passed to the hub, to answer probes.
+    last: Option<Element>,
+    /// Seconds to wait before the next retry.
+    backoff: u64,
+}
+
+/// An IM session (session-mode IM, RFC 7572 §6 / the seed's Lync flow).
+struct Im {
+    peer: String,
+    dialog: Option<Dialog>,
+    /// Messages waiting for the INVITE's answer.
+    queue: Vec<Element>,
+    last_activity: Instant,
+    /// The local user had an available resource while the session lived.
+    local_seen_online: bool,
+    inviting: bool,
+}
+
+/// What a finished client transaction was for.
+enum Op {
+    Subscribe {
+        key: Key,
+        request: Request,
+        expires: u32,
+    },
+    Notify {
+        key: Key,
+    },
+    Invite {
+        key: Key,
+        request: Request,
+    },
+    Message {
+        key: Key,
+        stanza: Element,
+        in_session: bool,
+    },
+    Fire,
+}
+
+/// A dialog as stored (a mirror of [`DialogSnapshot`]).
+#[derive(Serialize, Deserialize)]
+struct DialogRow {
+    call_id: String,
+    local_tag: String,
+    remote_tag: String,
+    uac: bool,
+    confirmed: bool,
+    local: String,
+    remote: String,
+    local_seq: Option<u32>,
+    remote_seq: Option<u32>,
+    remote_target: String,
+    route_set: Vec<String>,
+    local_contact: Option<String>,
+    secure: bool,
+}
+
+impl From<DialogSnapshot> for DialogRow {
+    fn from(s: DialogSnapshot) -> DialogRow {
+        DialogRow {
+            call_id: s.call_id,
+            local_tag: s.local_tag,
+            remote_tag: s.remote_tag,
+            uac: s.uac,
+            confirmed: s.confirmed,
+            local: s.local,
+            remote: s.remote,
+            local_seq: s.local_seq,
+            remote_seq: s.remote_seq,
+            remote_target: s.remote_target,
+            route_set: s.route_set,
+            local_contact: s.local_contact,
+            secure: s.secure,
+        }
+    }
+}
+
+impl From<DialogRow> for DialogSnapshot {
+    fn from(s: DialogRow) -> DialogSnapshot {
+        DialogSnapshot {
+            call_id: s.call_id,
+            local_tag: s.local_tag,
+            remote_tag: s.remote_tag,
+            uac: s.uac,
+            confirmed: s.confirmed,
+            local: s.local,
+            remote: s.remote,
+            local_seq: s.local_seq,
+            remote_seq: s.remote_seq,
+            remote_target: s.remote_target,
+            route_set: s.route_set,
+            local_contact: s.local_contact,
+            secure: s.secure,
+        }
+    }
+}
+
+/// A persisted dialog usage.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    peer: String,
+    dialog: DialogRow,
+    #[serde(default)]
+    approved: bool,
+}
+
+const IN_SUB: &str = "in-sub";
+const OUT_SUB: &str = "out-sub";
+const IM: &str = "im";
+
+/// First retry delay of a failed outbound subscription; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: u64 = 5;
+const MAX_BACKOFF: u64 = 1800;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn row_id(kind: &str, key: &Key) -> String {
+    format!("{kind}:{}:{}", key.0, key.1)
+}
+
+pub(crate) struct Actor {
+    cfg: Arc<Config>,
+    hub: Weak<Hub>,
+    sip: SipHandle,
+    tx: mpsc::UnboundedSender<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    shutdown: watch::Receiver<bool>,
+    in_subs: HashMap<Key, InSub>,
+    out_subs: HashMap<Key, OutSub>,
+    ims: HashMap<Key, Im>,
+    /// Dialog id → which usage it belongs to.
+    dialogs: HashMap<DialogId, (&'static str, Key)>,
+    ops: HashMap<u64, Op>,
+    next_op: u64,
+    /// When outbound subscriptions to a domain were last refreshed because it restarted.
+    domain_refreshed: HashMap<String, Instant>,
+    /// A request being handled that must get no response (BENOTIFY).
+    silent: Option<entente_sip_proto::ServerTxKey>,
+    stats: Arc<super::GatewayStats>,
+}
+
+impl Actor {
+    pub(crate) fn new(
+        cfg: Arc<Config>,
+        hub: Weak<Hub>,
+        sip: SipHandle,
+        tx: mpsc::UnboundedSender<Event>,
+        rx: mpsc::UnboundedReceiver<Event>,
+        shutdown: watch::Receiver<bool>,
+        stats: Arc<super::GatewayStats>,
+    ) -> Actor {
+        Actor {
+            cfg,
+            hub,
+            sip,
+            tx,
+            rx,
+            shutdown,
+            in_subs: HashMap::new(),
+            out_subs: HashMap::new(),
+            ims: HashMap::new(),
+            dialogs: HashMap::new(),
+            ops: HashMap::new(),
+            next_op: 0,
+            domain_refreshed: HashMap::new(),
+            silent: None,
+            stats,
+        }
+    }
+
+    // ---- plumbing ----
+
+    fn peer(&self, domain: &str) -> Option<&SipPeerConfig> {
+        self.cfg.sip_peer(domain)
+    }
+
+    fn aol(&self, domain: &str) -> bool {
+        self.peer(domain).is_some_and(SipPeerConfig::aol_names)
+    }
+
+    fn dest(&self, domain: &str) -> Destination {
+        let t = match self.peer(domain).map(|p| p.transport) {
+            Some(SipPeerTransport::Tcp) => Transport::Tcp,
+            _ => Transport::Tls,
+        };
+        Destination::DomainOver(domain.to_owned(), t)
+    }
+
+    /// Our Contact for a local user: the domain, so that the peer finds us through DNS (or its
+    /// static route) like any request to our domain.
+    fn contact(&self, local: &Jid, peer: &str) -> String {
+        let t = match self.peer(peer).map(|p| p.transport) {
+            Some(SipPeerTransport::Tcp) => "tcp",
+            _ => "tls",
+        };
+        let aor =
+            convert::uri_of_jid(local, false).unwrap_or_else(|| format!("sip:{}", self.cfg.domain));
+        format!("<{aor};transport={t}>")
+    }
+
+    async fn to_hub(&self, el: Element) {
+        tracing::debug!(kind = %el.name, r#type = el.get_attr("type").unwrap_or(""), from = el.get_attr("from").unwrap_or(""), to = el.get_attr("to").unwrap_or(""), "SIP → XMPP");
+        if let Some(hub) = self.hub.upgrade() {
+            if let Err(e) = hub.route(el).await {
+                tracing::error!(error = %e, "store error while routing a stanza from SIP");
+            }
+        }
+    }
+
+    async fn bounce(&self, el: &Element, cond: &str, text: &str) {
+        let etype = match gateway_errors_type(cond) {
+            "wait" => ErrorType::Wait,
+            "modify" => ErrorType::Modify,
+            "auth" => ErrorType::Auth,
+            _ => ErrorType::Cancel,
+        };
+        if let Some(r) = error_reply(el, etype, cond, Some(text)) {
+            self.to_hub(r).await;
+        }
+    }
+
+    fn send(&mut self, request: Request, dest: Destination, op: Op) {
+        self.next_op += 1;
+        let id = self.next_op;
+        self.ops.insert(id, op);
+        let sip = self.sip.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = sip.send_request(request, dest).await;
+            let _ = tx.send(Event::Done { op: id, result });
+        });
+    }
+
+    fn respond(&self, key: entente_sip_proto::ServerTxKey, response: Response) {
+        if self.silent == Some(key) {
+            return;
+        }
+        let sip = self.sip.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sip.respond(key, response).await {
+                tracing::debug!(error = %e, "could not answer a SIP request");
+            }
+        });
+    }
+
+    /// Whether a response really comes from the peer domain (RFC 5922 §4: over TLS, the
+    /// server's certificate must be valid for the domain).
+    fn trusted(&self, peer: &str, r: &SipResponse) -> bool {
+        match &r.peer.tls_names {
+            Some(names) => names
+                .iter()
+                .any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(peer)),
+            None => self
+                .peer(peer)
+                .is_some_and(|p| p.transport == SipPeerTransport::Tcp),
+        }
+    }
+
+    async fn persist(
+        &self,
+        kind: &'static str,
+        key: &Key,
+        peer: &str,
+        dialog: &Dialog,
+        approved: bool,
+        expires: u64,
+    ) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let stored = Stored {
+            peer: peer.to_owned(),
+            dialog: dialog.snapshot().into(),
+            approved,
+        };
+        let data = match serde_json::to_string(&stored) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize a SIP dialog");
+                return;
+            }
+        };
+        let row = SipDialogRow {
+            id: row_id(kind, key),
+            kind: kind.to_owned(),
+            local_jid: key.0.to_string(),
+            remote_jid: key.1.to_string(),
+            data,
+            expires: i64::try_from(expires).unwrap_or(i64::MAX),
+        };
+        if let Err(e) = hub.store.sip_dialog_put(&row).await {
+            tracing::error!(error = %e, "cannot store a SIP dialog");
+        }
+    }
+
+    async fn forget(&self, kind: &'static str, key: &Key) {
+        if let Some(hub) = self.hub.upgrade() {
+            if let Err(e) = hub.store.sip_dialog_delete(&row_id(kind, key)).await {
+                tracing::error!(error = %e, "cannot remove a stored SIP dialog");
+            }
+        }
+    }
+
+    // ---- the loop ----
+
+    /// Reloads persisted dialogs: every foreign watcher gets a current NOTIFY and every
+    /// outbound subscription is refreshed at once.
+    pub(crate) async fn restore(&mut self) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let rows = match hub.store.sip_dialogs().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load stored SIP dialogs");
+                return;
+            }
+        };
+        let now = unix_now();
+        let mut probes = Vec::new();
+        for row in rows {
+            let parsed = (
+                Jid::parse(&row.local_jid),
+                Jid::parse(&row.remote_jid),
+                serde_json::from_str::<Stored>(&row.data),
+            );
+            let (Ok(local), Ok(remote), Ok(stored)) = parsed else {
+                tracing::warn!(id = %row.id, "dropping an unreadable stored SIP dialog");
+                let _ = hub.store.sip_dialog_delete(&row.id).await;
+                continue;
+            };
+            let expires = u64::try_from(row.expires).unwrap_or(0);
+            let dialog = match Dialog::restore(stored.dialog.into()) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(id = %row.id, error = %e, "dropping a stored SIP dialog");
+                    let _ = hub.store.sip_dialog_delete(&row.id).await;
+                    continue;
+                }
+            };
+            if self.peer(&stored.peer).is_none() || (expires <= now && row.kind != OUT_SUB) {
+                let _ = hub.store.sip_dialog_delete(&row.id).await;
+                continue;
+            }
+            let key = (local, remote);
+            self.dialogs
+                .insert(dialog.id().clone(), (kind_name(&row.kind), key.clone()));
+            match row.kind.as_str() {
+                IN_SUB => {
+                    probes.push(key.clone());
+                    self.in_subs.insert(
+                        key,
+                        InSub {
+                            peer: stored.peer,
+                            dialog,
+                            expires_at: expires,
+                            resources: HashMap::new(),
+                            dirty: true,
+                            inflight: false,
+                            terminate: None,
+                        },
+                    );
+                }
+                OUT_SUB => {
+                    self.out_subs.insert(
+                        key,
+                        OutSub {
+                            peer: stored.peer,
+                            dialog: Some(dialog),
+                            initial: None,
+                            expires_at: expires,
+                            next_at: Some(Instant::now()),
+                            inflight: false,
+                            approved: stored.approved,
+                            last: None,
+                            backoff: FIRST_BACKOFF,
+                        },
+                    );
+                }
+                _ => {
+                    self.ims.insert(
+                        key,
+                        Im {
+                            peer: stored.peer,
+                            dialog: Some(dialog),
+                            queue: Vec::new(),
+                            last_activity: Instant::now(),
+                            local_seen_online: false,
+                            inviting: false,
+                        },
+                    );
+                }
+            }
+        }
+        if !(self.in_subs.is_empty() && self.out_subs.is_empty() && self.ims.is_empty()) {
+            tracing::info!(
+                inbound = self.in_subs.len(),
+                outbound = self.out_subs.len(),
+                im = self.ims.len(),
+                "restored SIP dialogs: notifying watchers and refreshing subscriptions now"
+            );
+        }
+        // What may each watcher see? The hub answers a probe as for any foreign contact; the
+        // NOTIFYs go out once the answers are in.
+        for (local, remote) in probes {
+            let probe = convert::sub_presence("probe", &remote, &local, None);
+            self.to_hub(probe).await;
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => {
+                        self.handle(ev).await;
+                        while let Ok(ev) = self.rx.try_recv() {
+                            self.handle(ev).await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => self.tick().await,
+                _ = self.shutdown.changed() => {
+                    if *self.shutdown.borrow() { break; }
+                }
+            }
+            self.flush_notifies();
+            self.publish_stats();
+        }
+    }
+
+    fn publish_stats(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
+        self.stats
+            .inbound_subscriptions
+            .store(n(self.in_subs.len()), Relaxed);
+        self.stats
+            .outbound_subscriptions
+            .store(n(self.out_subs.len()), Relaxed);
+        self.stats.im_sessions.store(n(self.ims.len()), Relaxed);
+    }
+
+    async fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Outbound(el) => self.outbound(el).await,
+            Event::Request { inc, routed } => self.request(*inc, routed).await,
+            Event::Server(ev) => tracing::debug!(event = ?ev, "SIP server transaction event"),
+            Event::Done { op, result } => {
+                if let Some(op) = self.ops.remove(&op) {
+                    self.done(op, result).await;
+                }
+            }
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        let unix = unix_now();
+        // Outbound subscriptions due for a refresh or a retry.
+        let due: Vec<Key> = self
+            .out_subs
+            .iter()
+            .filter(|(_, s)| !s.inflight && s.next_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.subscribe(&key, self.cfg.sip.subscribe_expires_secs);
+        }
+        // Inbound subscriptions the watcher let expire.
+        let expired: Vec<Key> = self
+            .in_subs
+            .iter()
+            .filter(|(_, s)| s.expires_at <= unix && s.terminate.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            if let Some(s) = self.in_subs.get_mut(&key) {
+                s.terminate = Some("timeout");
+                s.dirty = true;
+            }
+        }
+        // IM sessions: idle for too long, or the local user went offline.
+        let idle = Duration::from_secs(self.cfg.sip.im_idle_secs);
+        let hub = self.hub.upgrade();
+        let mut end = Vec::new();
+        for (key, im) in self.ims.iter_mut() {
+            if im.inviting {
+                continue;
+            }
+            let online = hub
+                .as_ref()
+                .is_some_and(|h| !h.sessions.available(&key.0).is_empty());
+            if online {
+                im.local_seen_online = true;
+            }
+            if now.duration_since(im.last_activity) >= idle || (im.local_seen_online && !online) {
+                end.push(key.clone());
+            }
+        }
+        for key in end {
+            self.end_im(&key).await;
+        }
+    }
+
+    // ---- stanzas from the hub ----
+
+    async fn outbound(&mut self, el: Element) {
+        let (Some(from), Some(to)) = (
+            el.get_attr("from").and_then(|f| Jid::parse(f).ok()),
+            el.get_attr("to").and_then(|t| Jid::parse(t).ok()),
+        ) else {
+            return;
+        };
+        let peer = to.domain().to_ascii_lowercase();
+        if self.peer(&peer).is_none() {
+            return self
+                .bounce(&el, "remote-server-not-found", "not a permitted SIP domain")
+                .await;
+        }
+        let key = (from.to_bare(), to.to_bare());
+        match el.name.as_str() {
+            "presence" => self.outbound_presence(el, key, from, peer).await,
+            "message" => self.outbound_message(el, key, peer).await,
+            "iq" => {
+                if matches!(el.get_attr("type"), Some("get" | "set")) {
+                    self.bounce(
+                        &el,
+                        "service-unavailable",
+                        "SIP contacts do not answer XMPP queries",
+                    )
+                    .await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn outbound_presence(&mut self, el: Element, key: Key, from: Jid, peer: String) {
+        match el.get_attr("type") {
+            None | Some("unavailable") => {
+                let resource = from.resource().unwrap_or("").to_owned();
+                let available = el.get_attr("type").is_none();
+                if let Some(s) = self.in_subs.get_mut(&key) {
+                    if available {
+                        s.resources
+                            .insert(resource, convert::canonical_from_stanza(&el));
+                    } else if from.is_bare() {
+                        s.resources.clear();
+                    } else {
+                        s.resources.remove(&resource);
+                    }
+                    s.dirty = true;
+                }
+            }
+            Some("subscribe") => {
+                if !self.out_subs.contains_key(&key) {
+                    self.out_subs.insert(
+                        key.clone(),
+                        OutSub {
+                            peer,
+                            dialog: None,
+                            initial: None,
+                            expires_at: 0,
+                            next_at: None,
+                            inflight: false,
+                            approved: false,
+                            last: None,
+                            backoff: FIRST_BACKOFF,
+                        },
+                    );
+                    self.subscribe(&key, self.cfg.sip.subscribe_expires_secs);
+                } else if let Some(last) = self
+                    .out_subs
+                    .get(&key)
+                    .filter(|s| s.approved)
+                    .map(|s| s.last.clone())
+                {
+                    // Already subscribed: confirm again, as an XMPP server would.
+                    self.to_hub(convert::sub_presence("subscribed", &key.1, &key.0, None))
+                        .await;
+                    if let Some(p) = last {
+                        self.to_hub(p).await;
+                    }
+                }
+            }
+            Some("unsubscribe") if self.out_subs.contains_key(&key) => {
+                self.subscribe(&key, 0);
+            }
+            Some("subscribed") => {
+                // The local user approved: the presence that follows goes out in NOTIFYs.
+                if let Some(s) = self.in_subs.get_mut(&key) {
+                    s.dirty = true;
+                }
+            }
+            Some("unsubscribed") => {
+                // Denied or revoked: polite, the subscription stays and says offline.
+                if let Some(s) = self.in_subs.get_mut(&key) {
+                    s.resources.clear();
+                    s.dirty = true;
+                }
+            }
+            Some("probe") => match self.out_subs.get(&key) {
+                Some(s) if s.approved => {
+                    if let Some(p) = s.last.clone() {
+                        self.to_hub(p).await;
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    // A roster subscription without a SIP one (lost, or from before SIP was
+                    // configured): subscribe now.
+                    self.out_subs.insert(
+                        key.clone(),
+                        OutSub {
+                            peer,
+                            dialog: None,
+                            initial: None,
+                            expires_at: 0,
+                            next_at: None,
+                            inflight: false,
+                            approved: true,
+                            last: None,
+                            backoff: FIRST_BACKOFF,
+                        },
+                    );
+                    self.subscribe(&key, self.cfg.sip.subscribe_expires_secs);
+                }
+            },
+            _ => {}
+        }
+    }
+
+    async fn outbound_message(&mut self, el: Element, key: Key, peer: String) {
+        match el.get_attr("type") {
+            Some("error") => {
+                tracing::debug!(to = %key.1, "an error for a SIP contact is not forwarded");
+                return;
+            }
+            Some("groupchat") => {
+                return self
+                    .bounce(
+                        &el,
+                        "feature-not-implemented",
+                        "group chat is not available with SIP contacts",
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+        let m = convert::outbound_message(&el);
+        if m.body.is_none() && m.chat_state.as_deref() == Some("gone") {
+            if self.ims.contains_key(&key) {
+                self.end_im(&key).await;
+            }
+            return;
+        }
+        if m.body.is_none() && !matches!(m.chat_state.as_deref(), Some("composing" | "paused")) {
+            // Nothing SIP can carry (an `active` without text, a receipt…).
+            return;
+        }
+        let mode = self
+            .peer(&peer)
+            .map(SipPeerConfig::im_mode)
+            .unwrap_or(ImMode::Page);
+        match mode {
+            ImMode::Page => {
+                if let Some(req) = self.page_message(&key, &peer, &el) {
+                    let dest = self.dest(&peer);
+                    self.send(
+                        req,
+                        dest,
+                        Op::Message {
+                            key,
+                            stanza: el,
+                            in_session: false,
+                        },
+                    );
+                }
+            }
+            ImMode::Session => self.session_message(key, peer, el).await,
+        }
+    }
+
+    /// The MESSAGE body for a stanza: text, or a typing notification.
+    fn message_body(el: &Element) -> Option<(&'static str, String)> {
+        let m = convert::outbound_message(el);
+        if let Some(b) = m.body {
+            return Some(("text/plain; charset=UTF-8", b));
+        }
+        let active = match m.chat_state.as_deref() {
+            Some("composing") => true,
+            Some("paused") => false,
+            _ => return None,
+        };
+        let doc = IsComposing {
+            active,
+            refresh: active.then_some(60),
+            content_type: Some("text/plain".into()),
+            last_active: None,
+        };
+        Some((ISCOMPOSING_TYPE, doc.to_xml()))
+    }
+
+    fn page_message(&self, key: &Key, peer: &str, el: &Element) -> Option<Request> {
+        let aol = self.aol(peer);
+        let to_uri = convert::uri_of_jid(&key.1, aol)?;
+        let from_uri = convert::uri_of_jid(&key.0, false)?;
+        let (ctype, body) = Self::message_body(el)?;
+        let mut req = new_request(
+            Method::Message,
+            &to_uri,
+            &format!("<{from_uri}>;tag={}", new_tag()),
+            &format!("<{to_uri}>"),
+            &new_call_id(&self.cfg.domain),
+            1,
+        )?;
+        req.headers.push("Content-Type", ctype);
+        req.set_body(body.into_bytes());
+        Some(req)
+    }
+
+    async fn session_message(&mut self, key: Key, peer: String, el: Element) {
+        if let Some(im) = self.ims.get_mut(&key) {
+            im.last_activity = Instant::now();
+            if im.inviting {
+                im.queue.push(el);
+                return;
+            }
+            if let Some(d) = im.dialog.as_mut() {
+                if let Some((ctype, body)) = Self::message_body(&el) {
+                    let mut req = d.request(Method::Message);
+                    req.headers.push("Content-Type", ctype);
+                    req.set_body(body.into_bytes());
+                    let dest = self.dest(&peer);
+                    self.send(
+                        req,
+                        dest,
+                        Op::Message {
+                            key: key.clone(),
+                            stanza: el,
+                            in_session: true,
+                        },
+                    );
+                    if let Some(d) = self.ims.get(&key).and_then(|i| i.dialog.clone()) {
+                        self.persist(IM, &key, &peer, &d, false, far_future()).await;
+                    }
+                }
+                return;
+            }
+        }
+        // No session yet: INVITE (SDP m=message, as Lync), queue the message meanwhile.
+        let aol = self.aol(&peer);
+        let (Some(to_uri), Some(from_uri)) = (
+            convert::uri_of_jid(&key.1, aol),
+            convert::uri_of_jid(&key.0, false),
+        ) else {
+            return self
+                .bounce(&el, "jid-malformed", "this address has no SIP form")
+                .await;
+        };
+        let Some(mut req) = new_request(
+            Method::Invite,
+            &to_uri,
+            &format!("<{from_uri}>;tag={}", new_tag()),
+            &format!("<{to_uri}>"),
+            &new_call_id(&self.cfg.domain),
+            1,
+        ) else {
+            return self
+                .bounce(&el, "jid-malformed", "this address has no SIP form")
+                .await;
+        };
+        req.headers.push("Contact", self.contact(&key.0, &peer));
+        req.headers.push("Content-Type", "application/sdp");
+        let sdp = im::message_session_sdp(self.cfg.sip.via_host(&self.cfg.domain), 5061, &from_uri);
+        req.set_body(sdp.into_bytes());
+        self.ims.insert(
+            key.clone(),
+            Im {
+                peer: peer.clone(),
+                dialog: None,
+                queue: vec![el],
+                last_activity: Instant::now(),
+                local_seen_online: false,
+                inviting: true,
+            },
+        );
+        let dest = self.dest(&peer);
+        self.send(req.clone(), dest, Op::Invite { key, request: req });
+    }
+
+    async fn end_im(&mut self, key: &Key) {
+        let Some(mut im) = self.ims.remove(key) else {
+            return;
+        };
+        for el in im.queue.drain(..) {
+            self.bounce(&el, "recipient-unavailable", "the SIP session ended")
+                .await;
+        }
+        if let Some(mut d) = im.dialog {
+            self.dialogs.remove(d.id());
+            let bye = d.request(Method::Bye);
+            let dest = self.dest(&im.peer);
+            self.send(bye, dest, Op::Fire);
+        }
+        self.forget(IM, key).await;
+    }
+
+    /// Sends (or refreshes, or with `expires` 0 ends) the outbound subscription `key`.
+    fn subscribe(&mut self, key: &Key, expires: u32) {
+        let Some(s) = self.out_subs.get(key) else {
+            return;
+        };
+        let peer = s.peer.clone();
+        let contact = self.contact(&key.0, &peer);
+        let aol = self.aol(&peer);
+        let s = match self.out_subs.get_mut(key) {
+            Some(s) => s,
+            None => return,
+        };
+        let mut req = match s.dialog.as_mut() {
+            Some(d) => d.request(Method::Subscribe),
+            None => {
+                let (Some(to_uri), Some(from_uri)) = (
+                    convert::uri_of_jid(&key.1, aol),
+                    convert::uri_of_jid(&key.0, false),
+                ) else {
+                    return;
+                };
+                let Some(mut r) = new_request(
+                    Method::Subscribe,
+                    &to_uri,
+                    &format!("<{from_uri}>;tag={}", new_tag()),
+                    &format!("<{to_uri}>"),
+                    &new_call_id(&self.cfg.domain),
+                    1,
+                ) else {
+                    return;
+                };
+                r.headers.push("Contact", contact);
+                r
+            }
+        };
+        req.headers.push("Event", "presence");
+        req.headers.push("Accept", "application/pidf+xml");
+        req.headers.push("Expires", expires.to_string());
+        req.set_body(Vec::new());
+        if s.dialog.is_none() {
+            s.initial = Some(req.clone());
+        }
+        s.inflight = true;
+        s.next_at = None;
+        let dest = self.dest(&peer);
+        self.send(
+            req.clone(),
+            dest,
+            Op::Subscribe {
+                key: key.clone(),
+                request: req,
+                expires,
+            },
+        );
+    }
+
+    /// Refreshes every outbound subscription to `peer` at the next tick (at most once a
+    /// minute per domain).
+    fn refresh_domain(&mut self, peer: &str) {
+        let now = Instant::now();
+        if self
+            .domain_refreshed
+            .get(peer)
+            .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.domain_refreshed.insert(peer.to_owned(), now);
+        let mut n = 0;
+        for s in self.out_subs.values_mut() {
+            if s.peer == peer && !s.inflight {
+                s.next_at = Some(now);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::info!(%peer, subscriptions = n, "the SIP peer seems to have restarted: refreshing our subscriptions now");
+        }
+    }
+
+    // ---- outcomes of our requests ----
+
+    async fn done(&mut self, op: Op, result: Result<SipResponse, SipError>) {
+        match op {
+            Op::Subscribe {
+                key,
+                request,
+                expires,
+            } => self.subscribe_done(key, request, expires, result).await,
+            Op::Notify { key } => {
+                let ok = matches!(&result, Ok(r) if r.response.status.is_success());
+                let Some(s) = self.in_subs.get_mut(&key) else {
+                    return;
+                };
+                s.inflight = false;
+                if let Ok(r) = &result {
+                    let _ = s.dialog.handle_response(&r.response);
+                }
+                let finished = s.terminate.is_some() && !s.dirty;
+                if !ok || finished {
+                    // RFC 6665 §4.2.2: a failed NOTIFY ends the subscription.
+                    if !ok {
+                        tracing::info!(watcher = %key.1, user = %key.0, outcome = %describe(&result), "SIP watcher's subscription ended");
+                    }
+                    if let Some(s) = self.in_subs.remove(&key) {
+                        self.dialogs.remove(s.dialog.id());
+                    }
+                    self.forget(IN_SUB, &key).await;
+                } else {
+                    let (peer, d, exp) = (s.peer.clone(), s.dialog.clone(), s.expires_at);
+                    self.persist(IN_SUB, &key, &peer, &d, false, exp).await;
+                }
+            }
+            Op::Invite { key, request } => self.invite_done(key, request, result).await,
+            Op::Message {
+                key,
+                stanza,
+                in_session,
+            } => {
+                let status = match &result {
+                    Ok(r) if r.response.status.is_success() => return,
+                    Ok(r) => Some(r.response.status.code()),
+                    Err(_) => None,
+                };
+                if in_session && status == Some(481) {
+                    // The peer forgot the session: open a new one and send again.
+                    if let Some(im) = self.ims.remove(&key) {
+                        if let Some(d) = im.dialog {
+                            self.dialogs.remove(d.id());
+                        }
+                        self.forget(IM, &key).await;
+                        let peer = im.peer;
+                        self.session_message(key, peer, stanza).await;
+                    }
+                    return;
+                }
+                let (cond, text) = sip_failure(&result);
+                self.bounce(&stanza, cond, &text).await;
+            }
+            Op::Fire => {}
+        }
+    }
+
+    async fn subscribe_done(
+        &mut self,
+        key: Key,
+        request: Request,
+        expires: u32,
+        result: Result<SipResponse, SipError>,
+    ) {
+        let Some(peer) = self.out_subs.get(&key).map(|s| s.peer.clone()) else {
+            return;
+        };
+        let trusted = match &result {
+            Ok(r) => self.trusted(&peer, r),
+            Err(_) => true,
+        };
+        let Some(s) = self.out_subs.get_mut(&key) else {
+            return;
+        };
+        s.inflight = false;
+        let status = match &result {
+            Ok(r) if trusted => Some(r.response.status.code()),
+            Ok(_) => {
+                tracing::warn!(%peer, "a SIP answer came from a server not certified for its domain");
+                None
+            }
+            Err(_) => None,
+        };
+        if expires == 0 {
+            // Unsubscribed: done whatever the answer.
+            if let Some(s) = self.out_subs.remove(&key) {
+                if let Some(d) = s.dialog {
+                    self.dialogs.remove(d.id());
+                }
+            }
+            self.forget(OUT_SUB, &key).await;
+            return;
+        }
+        match (status, &result) {
+            (Some(200..=299), Ok(r)) => {
+                let granted = r
+                    .response
+                    .headers
+                    .expires()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(expires)
+                    .min(expires.max(60));
+                match s.dialog.as_mut() {
+                    Some(d) => {
+                        let _ = d.handle_response(&r.response);
+                    }
+                    None => match Dialog::uac(&request, &r.response) {
+                        Ok(mut d) => {
+                            d.set_local_contact(self.contact_for(&key, &peer));
+                            self.dialogs.insert(d.id().clone(), (OUT_SUB, key.clone()));
+                            if let Some(s) = self.out_subs.get_mut(&key) {
+                                s.dialog = Some(d);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "unusable answer to SUBSCRIBE");
+                        }
+                    },
+                }
+                let Some(s) = self.out_subs.get_mut(&key) else {
+                    return;
+                };
+                s.initial = None;
+                s.backoff = FIRST_BACKOFF;
+                s.expires_at = unix_now() + u64::from(granted);
+                // Refresh well before the expiry: at two thirds, at least 5 s ahead.
+                let lead = (u64::from(granted) / 3).max(5).min(u64::from(granted));
+                s.next_at = Some(Instant::now() + Duration::from_secs(u64::from(granted) - lead));
+                let (approved, exp) = (s.approved, s.expires_at);
+                if let Some(d) = s.dialog.clone() {
+                    self.persist(OUT_SUB, &key, &peer, &d, approved, exp).await;
+                }
+            }
+            (Some(423), Ok(r)) => {
+                // Interval too brief: ask again with the peer's Min-Expires.
+                let min = r
+                    .response
+                    .headers
+                    .get("Min-Expires")
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                    .unwrap_or(3600)
+                    .min(86_400);
+                self.subscribe(&key, min);
+            }
+            (Some(481), _) if s.dialog.is_some() => {
+                // The peer lost the dialog: subscribe afresh.
+                if let Some(d) = s.dialog.take() {
+                    self.dialogs.remove(d.id());
+                }
+                self.subscribe(&key, expires);
+            }
+            (Some(code @ (403 | 404 | 410 | 484 | 489 | 603 | 604)), _) => {
+                // Refused for good (RFC 7248 §5: a rejection is `unsubscribed`).
+                tracing::info!(%peer, contact = %key.1, code, "SIP subscription refused");
+                if let Some(s) = self.out_subs.remove(&key) {
+                    if let Some(d) = s.dialog {
+                        self.dialogs.remove(d.id());
+                    }
+                }
+                self.forget(OUT_SUB, &key).await;
+                let text = format!("the SIP domain refused the subscription ({code})");
+                self.to_hub(convert::sub_presence(
+                    "unsubscribed",
+                    &key.1,
+                    &key.0,
+                    Some(&text),
+                ))
+                .await;
+            }
+            _ => {
+                // Transient (timeouts, 408, 480, 5xx, transport errors, untrusted answers):
+                // retry with backoff.
+                let wait = s.backoff;
+                s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
+                s.next_at = Some(Instant::now() + Duration::from_secs(wait));
+                tracing::info!(%peer, contact = %key.1, outcome = %describe(&result), retry_in = wait, "SIP subscription failed; will retry");
+            }
+        }
+    }
+
+    fn contact_for(&self, key: &Key, peer: &str) -> String {
+        self.contact(&key.0, peer)
+    }
+
+    async fn invite_done(
+        &mut self,
+        key: Key,
+        request: Request,
+        result: Result<SipResponse, SipError>,
+    ) {
+        let Some(peer) = self.ims.get(&key).map(|i| i.peer.clone()) else {
+            return;
+        };
+        let ok = match &result {
+            Ok(r) if r.response.status.is_success() && self.trusted(&peer, r) => Some(r),
+            _ => None,
+        };
+        let Some(r) = ok else {
+            let (cond, text) = sip_failure(&result);
+            if let Some(mut im) = self.ims.remove(&key) {
+                for el in im.queue.drain(..) {
+                    self.bounce(&el, cond, &text).await;
+                }
+            }
+            return;
+        };
+        let dialog = match Dialog::uac(&request, &r.response) {
+            Ok(mut d) => {
+                d.set_local_contact(self.contact(&key.0, &peer));
+                d
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "unusable answer to INVITE");
+                if let Some(mut im) = self.ims.remove(&key) {
+                    for el in im.queue.drain(..) {
+                        self.bounce(
+                            &el,
+                            "service-unavailable",
+                            "the SIP peer's answer is unusable",
+                        )
+                        .await;
+                    }
+                }
+                return;
+            }
+        };
+        let invite_seq = request.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        let ack = dialog.ack(invite_seq);
+        let sip = self.sip.clone();
+        let addr = r.peer.addr;
+        tokio::spawn(async move {
+            let _ = sip.send_ack(ack, addr).await;
+        });
+        self.dialogs.insert(dialog.id().clone(), (IM, key.clone()));
+        let queue = match self.ims.get_mut(&key) {
+            Some(im) => {
+                im.dialog = Some(dialog.clone());
+                im.inviting = false;
+                im.last_activity = Instant::now();
+                std::mem::take(&mut im.queue)
+            }
+            None => return,
+        };
+        self.persist(IM, &key, &peer, &dialog, false, far_future())
+            .await;
+        for el in queue {
+            self.session_message(key.clone(), peer.clone(), el).await;
+        }
+    }
+
+    // ---- NOTIFYs to foreign watchers ----
+
+    fn flush_notifies(&mut self) {
+        let keys: Vec<Key> = self
+            .in_subs
+            .iter()
+            .filter(|(_, s)| s.dirty && !s.inflight)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.notify(&key);
+        }
+    }
+
+    fn notify(&mut self, key: &Key) {
+        let unix = unix_now();
+        let Some(s) = self.in_subs.get_mut(key) else {
+            return;
+        };
+        let profile = self
+            .cfg
+            .sip_peer(&s.peer)
+            .map(SipPeerConfig::presence_profile)
+            .unwrap_or(entente_model::availability::Profile::Simple);
+        let entity = convert::uri_of_jid(&key.0, false).unwrap_or_default();
+        let presence = convert::aggregate(s.resources.iter());
+        let mut req = s.dialog.request(Method::Notify);
+        req.headers.push("Event", "presence");
+        let state = match s.terminate {
+            Some(reason) => format!("terminated;reason={reason}"),
+            None => format!("active;expires={}", s.expires_at.saturating_sub(unix)),
+        };
+        req.headers.push("Subscription-State", state);
+        req.headers.push("Content-Type", "application/pidf+xml");
+        req.set_body(convert::pidf_for_peer(&presence, profile, &entity).into_bytes());
+        s.dirty = false;
+        s.inflight = true;
+        let peer = s.peer.clone();
+        let dest = self.dest(&peer);
+        self.send(req, dest, Op::Notify { key: key.clone() });
+    }
+
+    // ---- requests from SIP peers ----
+
+    async fn request(&mut self, inc: IncomingRequest, routed: Routed) {
+        let req = &inc.request;
+        let in_dialog = req
+            .headers
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_owned))
+            .is_some();
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        if !in_dialog {
+            match hub.store.user_exists(&routed.local.to_string()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return self.reject(&inc, StatusCode::NOT_FOUND, "Not Found");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store error");
+                    return self.reject(&inc, StatusCode::SERVER_INTERNAL_ERROR, "Store error");
+                }
+            }
+        }
+        drop(hub);
+        match &req.method {
+            Method::Subscribe => self.inbound_subscribe(inc, routed).await,
+            Method::Notify => self.inbound_notify(inc, routed).await,
+            Method::Extension(m) if m.eq_ignore_ascii_case("BENOTIFY") => {
+                // Lync's best-effort NOTIFY expects no response.
+                let key = inc.key;
+                self.silent = Some(key);
+                self.inbound_notify(inc, routed).await;
+                self.silent = None;
+                self.sip.abandon(key).await;
+            }
+            Method::Invite => self.inbound_invite(inc, routed).await,
+            Method::Message => self.inbound_message(inc, routed).await,
+            Method::Bye => {
+                let id = DialogId::for_request(req);
+                match id.and_then(|id| self.dialogs.get(&id).cloned()) {
+                    Some((IM, key)) => {
+                        if let Some(im) = self.ims.remove(&key) {
+                            if let Some(d) = im.dialog {
+                                self.dialogs.remove(d.id());
+                            }
+                            for el in im.queue {
+                                self.bounce(&el, "recipient-unavailable", "the SIP session ended")
+                                    .await;
+                            }
+                        }
+                        self.forget(IM, &key).await;
+                        self.ok(&inc, None);
+                    }
+                    _ => self.reject(
+                        &inc,
+                        StatusCode::CALL_DOES_NOT_EXIST,
+                        "Call/Transaction Does Not Exist",
+                    ),
+                }
+            }
+            Method::Info => self.ok(&inc, None),
+            _ => {
+                let mut r = inc
+                    .request
+                    .response(StatusCode::METHOD_NOT_ALLOWED, Some(&new_tag()));
+                r.headers.push("Allow", crate::sip::handler::ALLOW);
+                self.respond(inc.key, r);
+            }
+        }
+    }
+
+    fn reject(&self, inc: &IncomingRequest, status: StatusCode, reason: &str) {
+        let mut r = inc.request.response(status, Some(&new_tag()));
+        r.reason = reason.to_owned();
+        self.respond(inc.key, r);
+    }
+
+    fn ok(&self, inc: &IncomingRequest, tag: Option<&str>) {
+        let tag = tag.map(str::to_owned).unwrap_or_else(new_tag);
+        self.respond(inc.key, inc.request.response(StatusCode::OK, Some(&tag)));
+    }
+
+    async fn inbound_subscribe(&mut self, inc: IncomingRequest, routed: Routed) {
+        let req = &inc.request;
+        match req.headers.event() {
+            Ok(Some(e)) if e.package.eq_ignore_ascii_case("presence") => {}
+            _ => {
+                let mut r = req.response(StatusCode::BAD_EVENT, Some(&new_tag()));
+                r.headers.push("Allow-Events", "presence");
+                return self.respond(inc.key, r);
+            }
+        }
+        let requested = match req.headers.expires() {
+            Ok(v) => v.unwrap_or(self.cfg.sip.subscribe_expires_secs),
+            Err(_) => return self.reject(&inc, StatusCode::BAD_REQUEST, "Bad Expires"),
+        };
+        let granted = requested.min(self.cfg.sip.subscribe_expires_secs);
+        let key = (routed.local.clone(), routed.remote.clone());
+        let unix = unix_now();
+        if let Some(id) = DialogId::for_request(req) {
+            // A refresh, or an unsubscribe (Expires: 0).
+            let Some((IN_SUB, k)) = self.dialogs.get(&id).cloned() else {
+                return self.reject(
+                    &inc,
+                    StatusCode::CALL_DOES_NOT_EXIST,
+                    "Subscription Does Not Exist",
+                );
+            };
+            let Some(s) = self.in_subs.get_mut(&k) else {
+                return self.reject(
+                    &inc,
+                    StatusCode::CALL_DOES_NOT_EXIST,
+                    "Subscription Does Not Exist",
+                );
+            };
+            if let Err(e) = s.dialog.handle_request(req) {
+                return self.reject(&inc, e.status(), &e.to_string());
+            }
+            let mut r = req.response(StatusCode::OK, None);
+            r.headers.push("Expires", granted.to_string());
+            r.headers.push("Contact", self.contact(&k.0, &routed.peer));
+            self.respond(inc.key, r);
+            let Some(s) = self.in_subs.get_mut(&k) else {
+                return;
+            };
+            if granted == 0 {
+                s.terminate = Some("timeout");
+            } else {
+                s.expires_at = unix + u64::from(granted);
+            }
+            s.dirty = true;
+            return;
+        }
+        let tag = new_tag();
+        let mut r = req.response(StatusCode::ACCEPTED, Some(&tag));
+        for rr in req.headers.all(HeaderName::RecordRoute) {
+            r.headers.push("Record-Route", rr);
+        }
+        r.headers.push("Expires", granted.to_string());
+        r.headers
+            .push("Contact", self.contact(&key.0, &routed.peer));
+        let dialog = match Dialog::uas(req, &r) {
+            Ok(d) => d,
+            Err(e) => return self.reject(&inc, e.status(), &e.to_string()),
+        };
+        self.respond(inc.key, r);
+        // A new subscription replaces an older one from the same watcher. A watcher that
+        // subscribes afresh while its dialog was alive has lost its state: the peer restarted
+        // (the seed's OCS note). It has then lost ours too: refresh our subscriptions to that
+        // domain now rather than at their next refresh, up to two hours later.
+        if let Some(old) = self.in_subs.remove(&key) {
+            self.dialogs.remove(old.dialog.id());
+            self.refresh_domain(&routed.peer);
+        }
+        self.dialogs
+            .insert(dialog.id().clone(), (IN_SUB, key.clone()));
+        let expires_at = unix + u64::from(granted);
+        self.persist(IN_SUB, &key, &routed.peer, &dialog, false, expires_at)
+            .await;
+        self.in_subs.insert(
+            key.clone(),
+            InSub {
+                peer: routed.peer.clone(),
+                dialog,
+                expires_at,
+                resources: HashMap::new(),
+                dirty: true,
+                inflight: false,
+                terminate: (granted == 0).then_some("timeout"),
+            },
+        );
+        // The hub decides: admin policy, the user's list, asking the user. Whatever it
+        // decides, the watcher's subscription is active; it sees what the hub lets through
+        // (polite blocking: a denied watcher sees offline).
+        self.to_hub(convert::sub_presence("subscribe", &key.1, &key.0, None))
+            .await;
+        self.to_hub(convert::sub_presence("probe", &key.1, &key.0, None))
+            .await;
+    }
+
+    async fn inbound_notify(&mut self, inc: IncomingRequest, routed: Routed) {
+        let req = &inc.request;
+        let Some(id) = DialogId::for_request(req) else {
+            return self.reject(
+                &inc,
+                StatusCode::CALL_DOES_NOT_EXIST,
+                "Subscription Does Not Exist",
+            );
+        };
+        let key = match self.dialogs.get(&id).cloned() {
+            Some((OUT_SUB, k)) => k,
+            Some(_) => {
+                return self.reject(
+                    &inc,
+                    StatusCode::CALL_DOES_NOT_EXIST,
+                    "Subscription Does Not Exist",
+                )
+            }
+            None => {
+                // A NOTIFY before the 2xx to our SUBSCRIBE (RFC 6665 §4.1.2.4).
+                let key = (routed.local.clone(), routed.remote.clone());
+                let created = match self.out_subs.get(&key).and_then(|s| s.initial.as_ref()) {
+                    Some(initial) => Dialog::uac_from_notify(initial, req).ok(),
+                    None => None,
+                };
+                match created {
+                    Some(mut d) => {
+                        d.set_local_contact(self.contact(&key.0, &routed.peer));
+                        self.dialogs.insert(d.id().clone(), (OUT_SUB, key.clone()));
+                        if let Some(s) = self.out_subs.get_mut(&key) {
+                            s.dialog = Some(d);
+                        }
+                        key
+                    }
+                    None => {
+                        return self.reject(
+                            &inc,
+                            StatusCode::CALL_DOES_NOT_EXIST,
+                            "Subscription Does Not Exist",
+                        )
+                    }
+                }
+            }
+        };
+        let Some(s) = self.out_subs.get_mut(&key) else {
+            return self.reject(
+                &inc,
+                StatusCode::CALL_DOES_NOT_EXIST,
+                "Subscription Does Not Exist",
+            );
+        };
+        if let Some(d) = s.dialog.as_mut() {
+            if let Err(e) = d.handle_request(req) {
+                return self.reject(&inc, e.status(), &e.to_string());
+            }
+        }
+        let state = match req.headers.subscription_state() {
+            Ok(Some(st)) => st,
+            _ => {
+                return self.reject(
+                    &inc,
+                    StatusCode::BAD_REQUEST,
+                    "Missing or bad Subscription-State",
+                )
+            }
+        };
+        let body = String::from_utf8_lossy(&req.body).into_owned();
+        let profile = self
+            .cfg
+            .sip_peer(&routed.peer)
+            .map(SipPeerConfig::presence_profile)
+            .unwrap_or(entente_model::availability::Profile::Simple);
+        let presence = if body.trim().is_empty() {
+            None
+        } else {
+            match convert::stanza_from_pidf(&body, profile, &key.1, &key.0) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    return self.reject(
+                        &inc,
+                        StatusCode::BAD_REQUEST,
+                        &format!("Bad presence document: {e}"),
+                    )
+                }
+            }
+        };
+        self.ok(&inc, None);
+        let Some(s) = self.out_subs.get_mut(&key) else {
+            return;
+        };
+        match state.state {
+            SubState::Active => {
+                let first = !s.approved;
+                s.approved = true;
+                if let Some(p) = &presence {
+                    s.last = Some(p.clone());
+                }
+                let (peer, d, exp) = (s.peer.clone(), s.dialog.clone(), s.expires_at);
+                if first {
+                    if let Some(d) = &d {
+                        self.persist(OUT_SUB, &key, &peer, d, true, exp).await;
+                    }
+                    self.to_hub(convert::sub_presence("subscribed", &key.1, &key.0, None))
+                        .await;
+                }
+                if let Some(p) = presence {
+                    let offline = p.get_attr("type") == Some("unavailable");
+                    self.to_hub(p).await;
+                    if offline && self.ims.contains_key(&key) {
+                        self.end_im(&key).await;
+                    }
+                }
+            }
+            SubState::Pending => {}
+            _ => {
+                let reason = state.reason().unwrap_or("").to_ascii_lowercase();
+                let retry = state.retry_after().map(u64::from);
+                let was_approved = s.approved;
+                s.last = None;
+                if let Some(d) = s.dialog.take() {
+                    self.dialogs.remove(d.id());
+                }
+                if matches!(reason.as_str(), "rejected" | "noresource") {
+                    self.out_subs.remove(&key);
+                    self.forget(OUT_SUB, &key).await;
+                    self.to_hub(convert::sub_presence("unsubscribed", &key.1, &key.0, None))
+                        .await;
+                    if was_approved {
+                        self.to_hub(convert::unavailable(&key.1, &key.0, None))
+                            .await;
+                    }
+                } else if !s.inflight {
+                    // deactivated, probation, timeout, giveup or none: subscribe again.
+                    let wait = retry.unwrap_or(if reason == "deactivated" {
+                        0
+                    } else {
+                        FIRST_BACKOFF
+                    });
+                    s.next_at = Some(Instant::now() + Duration::from_secs(wait));
+                }
+            }
+        }
+    }
+
+    async fn inbound_invite(&mut self, inc: IncomingRequest, routed: Routed) {
+        let req = &inc.request;
+        let key = (routed.local.clone(), routed.remote.clone());
+        if let Some(id) = DialogId::for_request(req) {
+            // A re-INVITE in an IM session: same answer again.
+            match self.dialogs.get(&id).cloned() {
+                Some((IM, k)) => {
+                    if let Some(d) = self.ims.get_mut(&k).and_then(|i| i.dialog.as_mut()) {
+                        if let Err(e) = d.handle_request(req) {
+                            return self.reject(&inc, e.status(), &e.to_string());
+                        }
+                    }
+                    let r = self.invite_answer(req, None, &k, &routed.peer);
+                    self.respond(inc.key, r);
+                }
+                _ => self.reject(
+                    &inc,
+                    StatusCode::CALL_DOES_NOT_EXIST,
+                    "Call/Transaction Does Not Exist",
+                ),
+            }
+            return;
+        }
+        if !im::sdp_offers_message_session(&req.body) {
+            let mut r = req.response(status(488), Some(&new_tag()));
+            r.reason = "Only IM sessions (m=message) are accepted".into();
+            return self.respond(inc.key, r);
+        }
+        if self.blocked(&key).await {
+            let code = gateway_errors::sip_status_for_xmpp("service-unavailable");
+            return self.reject(&inc, status(code), "Service Unavailable");
+        }
+        let tag = new_tag();
+        let r = self.invite_answer(req, Some(&tag), &key, &routed.peer);
+        let dialog = match Dialog::uas(req, &r) {
+            Ok(d) => d,
+            Err(e) => return self.reject(&inc, e.status(), &e.to_string()),
+        };
+        self.respond(inc.key, r);
+        // The first message may ride in the INVITE (Lync's Ms-Text-Format).
+        let first = req
+            .headers
+            .get("Ms-Text-Format")
+            .and_then(im::ms_text_format_body);
+        if let Some(old) = self.ims.remove(&key) {
+            if let Some(d) = old.dialog {
+                self.dialogs.remove(d.id());
+            }
+            for el in old.queue {
+                self.bounce(&el, "recipient-unavailable", "the SIP session was replaced")
+                    .await;
+            }
+        }
+        self.dialogs.insert(dialog.id().clone(), (IM, key.clone()));
+        self.persist(IM, &key, &routed.peer, &dialog, false, far_future())
+            .await;
+        self.ims.insert(
+            key.clone(),
+            Im {
+                peer: routed.peer.clone(),
+                dialog: Some(dialog),
+                queue: Vec::new(),
+                last_activity: Instant::now(),
+                local_seen_online: false,
+                inviting: false,
+            },
+        );
+        if let Some((ctype, body)) = first {
+            if let Some(text) = text_of(&ctype, &body) {
+                if !text.is_empty() {
+                    self.to_hub(convert::chat_message(&key.1, &key.0, &text))
+                        .await;
+                }
+            }
+        }
+    }
+
+    fn invite_answer(&self, req: &Request, tag: Option<&str>, key: &Key, peer: &str) -> Response {
+        let mut r = req.response(StatusCode::OK, tag);
+        for rr in req.headers.all(HeaderName::RecordRoute) {
+            r.headers.push("Record-Route", rr);
+        }
+        r.headers.push("Contact", self.contact(&key.0, peer));
+        r.headers.push("Content-Type", "application/sdp");
+        let uri = convert::uri_of_jid(&key.0, false).unwrap_or_default();
+        r.set_body(
+            im::message_session_sdp(self.cfg.sip.via_host(&self.cfg.domain), 5061, &uri)
+                .into_bytes(),
+        );
+        r
+    }
+
+    async fn blocked(&self, key: &Key) -> bool {
+        match self.hub.upgrade() {
+            Some(h) => h.blocks(&key.0, &key.1).await.unwrap_or(false),
+            None => false,
+        }
+    }
+
+    async fn inbound_message(&mut self, inc: IncomingRequest, routed: Routed) {
+        let req = &inc.request;
+        let key = (routed.local.clone(), routed.remote.clone());
+        if let Some(id) = DialogId::for_request(req) {
+            match self.dialogs.get(&id).cloned() {
+                Some((IM, k)) if k == key => {
+                    if let Some(im) = self.ims.get_mut(&k) {
+                        im.last_activity = Instant::now();
+                        if let Some(d) = im.dialog.as_mut() {
+                            if let Err(e) = d.handle_request(req) {
+                                return self.reject(&inc, e.status(), &e.to_string());
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    return self.reject(
+                        &inc,
+                        StatusCode::CALL_DOES_NOT_EXIST,
+                        "Call/Transaction Does Not Exist",
+                    )
+                }
+            }
+        }
+        let ctype = match req.headers.content_type() {
+            Ok(Some(t)) => t,
+            Ok(None) if req.body.is_empty() => {
+                return self.ok(&inc, None);
+            }
+            _ => return self.reject(&inc, StatusCode::BAD_REQUEST, "Missing or bad Content-Type"),
+        };
+        let stanza = if ctype.is("application", "im-iscomposing+xml") {
+            match IsComposing::parse(&req.body) {
+                Ok(c) => convert::chat_state_message(&key.1, &key.0, c.active),
+                Err(e) => {
+                    return self.reject(
+                        &inc,
+                        StatusCode::BAD_REQUEST,
+                        &format!("Bad isComposing document: {e}"),
+                    )
+                }
+            }
+        } else {
+            let full = format!("{}/{}", ctype.mtype, ctype.subtype).to_ascii_lowercase();
+            match text_of(&full, &req.body) {
+                Some(text) => convert::chat_message(&key.1, &key.0, &text),
+                None => {
+                    let mut r = req.response(status(415), Some(&new_tag()));
+                    r.headers.push(
+                        "Accept",
+                        "text/plain, text/html, application/im-iscomposing+xml",
+                    );
+                    return self.respond(inc.key, r);
+                }
+            }
+        };
+        if self.blocked(&key).await {
+            let code = gateway_errors::sip_status_for_xmpp("service-unavailable");
+            return self.reject(&inc, status(code), "Service Unavailable");
+        }
+        self.ok(&inc, None);
+        self.to_hub(stanza).await;
+    }
+}
+
+/// The text of an IM body of `ctype` (`text/plain`, `text/html`); `None` for other types.
+fn text_of(ctype: &str, body: &[u8]) -> Option<String> {
+    let t = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let s = String::from_utf8_lossy(body);
+    match t.as_str() {
+        "text/plain" => Some(s.into_owned()),
+        "text/html" => Some(convert::html_to_text(&s)),
+        _ => None,
+    }
+}
+
+/// A status code from a number we know is valid (falls back to 500).
+fn status(code: u16) -> StatusCode {
+    StatusCode::new(code).unwrap_or(StatusCode::SERVER_INTERNAL_ERROR)
+}
+
+fn kind_name(kind: &str) -> &'static str {
+    match kind {
+        IN_SUB => IN_SUB,
+        OUT_SUB => OUT_SUB,
+        _ => IM,
+    }
+}
+
+/// IM sessions have no expiry of their own; their rows live until BYE.
+fn far_future() -> u64 {
+    unix_now() + 10 * 365 * 86_400
+}
+
+fn new_call_id(domain: &str) -> String {
+    format!("{}@{domain}", uuid::Uuid::new_v4().simple())
+}
+
+/// An out-of-dialog request (no Via: the transaction layer adds it).
+fn new_request(
+    method: Method,
+    target: &str,
+    from: &str,
+    to: &str,
+    call_id: &str,
+    cseq: u32,
+) -> Option<Request> {
+    let uri: Uri = target.parse().ok()?;
+    let mut r = Request::new(method.clone(), uri);
+    r.headers.push("Max-Forwards", "70");
+    r.headers.push("From", from);
+    r.headers.push("To", to);
+    r.headers.push("Call-ID", call_id);
+    r.headers.push("CSeq", format!("{cseq} {method}"));
+    Some(r)
+}
+
+fn describe(result: &Result<SipResponse, SipError>) -> String {
+    match result {
+        Ok(r) => format!("{} {}", r.response.status.code(), r.response.reason),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The XMPP error for a failed request (RFC 7247 §8.1).
+fn sip_failure(result: &Result<SipResponse, SipError>) -> (&'static str, String) {
+    match result {
+        Ok(r) => {
+            let (_, cond) = gateway_errors::xmpp_error_for_sip(r.response.status.code());
+            (
+                cond,
+                format!(
+                    "the SIP domain answered {} {}",
+                    r.response.status.code(),
+                    r.response.reason
+                ),
+            )
+        }
+        Err(SipError::Timeout(_)) => ("remote-server-timeout", result_text(result)),
+        Err(_) => ("remote-server-not-found", result_text(result)),
+    }
+}
+
+fn result_text(result: &Result<SipResponse, SipError>) -> String {
+    describe(result)
+}
+
+/// The error type RFC 6120 §8.3.3 gives a condition.
+fn gateway_errors_type(cond: &str) -> &'static str {
+    match cond {
+        "remote-server-timeout" | "recipient-unavailable" | "resource-constraint" => "wait",
+        "bad-request" | "jid-malformed" | "not-acceptable" | "policy-violation" => "modify",
+        "not-authorized" | "forbidden" | "registration-required" => "auth",
+        _ => "cancel",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_bodies() {
+        assert_eq!(
+            text_of("text/plain; charset=UTF-8", b"hi").as_deref(),
+            Some("hi")
+        );
+        assert_eq!(text_of("TEXT/HTML", b"<p>hi</p>").as_deref(), Some("hi"));
+        assert_eq!(text_of("application/octet-stream", b"x"), None);
+    }
+
+    #[test]
+    fn requests_without_via_are_well_formed() {
+        let r = new_request(
+            Method::Message,
+            "sip:a@b.test",
+            "<sip:u@x.test>;tag=1",
+            "<sip:a@b.test>",
+            "c1@x.test",
+            1,
+        )
+        .unwrap();
+        assert_eq!(r.headers.get("CSeq"), Some("1 MESSAGE"));
+        assert!(new_request(Method::Message, "not a uri", "", "", "", 1).is_none());
+    }
+
+    #[test]
+    fn refused_subscriptions_and_failures_map_to_xmpp_errors() {
+        assert_eq!(gateway_errors_type("remote-server-timeout"), "wait");
+        assert_eq!(gateway_errors_type("item-not-found"), "cancel");
+    }
+}
