@@ -92,7 +92,7 @@ def test_auth_health_ready_openapi(admin):
         "/api/users/{name}/password", "/api/users/{name}/policy",
         "/api/users/{name}/policy/{target}", "/api/policy", "/api/sessions",
         "/api/sessions/{jid}", "/metrics", "/api/federation/links",
-        "/api/federation/links/{domain}/drain",
+        "/api/federation/links/{domain}/drain", "/api/federation/domains",
     }
     st, body = api.call("GET", "/api/nowhere")
     assert st == 404 and "error" in body

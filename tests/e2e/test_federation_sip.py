@@ -164,8 +164,14 @@ def test_inbound_subscription_asks_the_user_and_notifies_mapped_states(fed, lync
         assert n3.cseq[0] > n2.cseq[0]
         a.send_presence(pshow="away")
         await athread(lync.wait_request, "NOTIFY", lambda r: pidf_availability(r.text) == 15500, 10)
-        # Unsubscribe (Expires: 0 in the dialog): 200, then a terminated NOTIFY, then silence.
+        # A refresh is honoured (200 with the granted Expires) and answered with a NOTIFY.
         dialog = lync_dialog(lync, resp, ep)
+        r = await athread(lync.in_dialog, dialog, "SUBSCRIBE",
+                          [("Event", "presence"), ("Expires", "300")])
+        assert r.status == 200 and r.header("Expires") == "300", r.summary()
+        n4 = await athread(lync.wait_request, "NOTIFY", None, 10)
+        assert re.match(r"active;expires=(29\d|300)$", n4.header("Subscription-State")), n4.summary()
+        # Unsubscribe (Expires: 0 in the dialog): 200, then a terminated NOTIFY, then silence.
         r = await athread(lync.in_dialog, dialog, "SUBSCRIBE",
                           [("Event", "presence"), ("Expires", "0")])
         assert r.status == 200, r.summary()
@@ -445,6 +451,15 @@ def test_aol_email_screen_names(fed, aol):
         inv = await athread(aol.wait_request, "INVITE", None, 10)
         assert inv.uri.startswith("sip:pat(gmail.com)@aol.test"), inv.uri
         await athread(aol.wait_request, "MESSAGE", lambda r: r.text == "back to you", 10)
+        # AOL ignores Record-Route and Contact: in-dialog requests come addressed to the
+        # server's own address; they still reach the right session.
+        from sip_peer import dialog_from_request
+        d = dialog_from_request(inv, inv.local_tag)
+        d.remote_target = f"sip:{ENTENTE_IP}:{f.port};transport=tcp"
+        r = await athread(aol.in_dialog, d, "MESSAGE", [], "via the routing node", "text/plain")
+        assert r.status == 200, r.summary()
+        m = await next_matching(a.messages, lambda m: m["body"] == "via the routing node")
+        assert m["from"].bare == "pat\\40gmail.com@aol.test"
         # Presence: the SUBSCRIBE goes to the screen name, the NOTIFY's entity has no sip:.
         a.send_presence_subscription(pto="pat\\40gmail.com@aol.test")
         sub = await athread(aol.wait_request, "SUBSCRIBE", None, 10)
@@ -632,3 +647,37 @@ def test_dns_records_include_sip_federation(fed, lync):
     assert any(l.startswith("_sip._tcp.a.test.") and f" {f.port} a.test." in l for l in lines), out
     # No TLS listener in this configuration: no TLS records.
     assert not any(l.startswith("_sipfederationtls._tcp.") for l in lines), out
+
+
+def test_contact_becomes_unavailable_when_its_domain_stops_answering(fed, lync):
+    """Once the subscription the peer granted has run out and refreshes keep failing, the
+    contact's last presence is no longer true: alice sees it unavailable, with the reason."""
+    f = fed([(lync, "lync", "")])
+    f.connect(lync)
+    seen = []
+
+    def responder(req):
+        if req.method != "SUBSCRIBE":
+            return None
+        seen.append(req)
+        if len(seen) == 1:
+            return (202, "Accepted", [("Expires", "6")])
+        return (503, "Service Unavailable")
+
+    lync.responder = responder
+
+    async def scenario():
+        a = await Client(f.server, "alice", "alice-pw").login()
+        a.send_presence_subscription(pto="dave@lync.test")
+        sub = await athread(lync.wait_request, "SUBSCRIBE", None, 10)
+        d = lync.dialog_for(sub)
+        await athread(lync.in_dialog, d, "NOTIFY",
+                      [("Event", "presence"), ("Subscription-State", "active;expires=6")],
+                      lync_pidf(3500, "sip:dave@lync.test", with_number=True), "application/pidf+xml")
+        await next_matching(a.presences, avail_from("dave@lync.test"))
+        p = await next_matching(a.presences, unavail_from("dave@lync.test"), timeout=20)
+        assert "cannot be reached" in p["status"], p
+        assert len(seen) >= 2
+        await a.logout()
+
+    asyncio.run(scenario())

@@ -528,6 +528,15 @@ routes = ["tcp://{peer_ip}:{peer.port}"]
         assert value(after, "entente_sip_federation_requests_total", outcome="accepted") == 1
         assert value(after, "entente_sip_federation_requests_total", outcome="domain-not-permitted") == 1
         assert value(after, "entente_offline_messages") == 0
+        st, doms = api.json("GET", "/api/federation/domains")
+        assert st == 200, doms
+        assert doms["sip_enabled"] is True
+        assert doms["domains"] == [{
+            "domain": "lync.test", "protocol": "sip", "profile": "lync", "transport": "tcp",
+            "mutual_tls": False, "routes": [f"tcp://{peer_ip}:{peer.port}"],
+            "source_addrs": [peer_ip], "im": "session"}]
+        out = cli(s, "domains").stdout
+        assert "lync.test\tsip\tprofile=lync\ttransport=tcp mutual_tls=false" in out, out
 
 
 class socket_port:

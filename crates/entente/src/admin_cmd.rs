@@ -48,6 +48,13 @@ enum AdminCmd {
     },
     /// Print the server's Prometheus metrics (text exposition format).
     Metrics,
+    /// List the configured federation: the XMPP policy and every foreign domain (SIP peers
+    /// are the permitted SIP domains), with profile, transport, TLS and routes.
+    Domains {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What the CLI needs to reach the API.
@@ -62,6 +69,46 @@ struct Target {
 pub async fn run(cfg: &Config, args: AdminArgs) -> Result<()> {
     let target = target(cfg, &args)?;
     match args.cmd {
+        AdminCmd::Domains { json } => {
+            let body = call(&target, "GET", admin::DOMAINS_PATH).await?;
+            let d: admin::FederatedDomains = serde_json::from_slice(&body)
+                .context("the server's answer is not a list of federated domains")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                println!(
+                    "XMPP federation: {} (policy {}{})",
+                    if d.xmpp_enabled { "on" } else { "off" },
+                    d.xmpp_policy,
+                    if d.xmpp_policy_domains.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", d.xmpp_policy_domains.join(", "))
+                    }
+                );
+                println!(
+                    "SIP federation: {}",
+                    if d.sip_enabled { "on" } else { "off" }
+                );
+                for x in &d.domains {
+                    println!(
+                        "{}\t{}\tprofile={}\ttransport={}{}\troutes={}",
+                        x.domain,
+                        x.protocol,
+                        x.profile.as_deref().unwrap_or("-"),
+                        x.transport,
+                        x.mutual_tls
+                            .map(|m| format!(" mutual_tls={m}"))
+                            .unwrap_or_default(),
+                        if x.routes.is_empty() {
+                            "dns".to_string()
+                        } else {
+                            x.routes.join(",")
+                        }
+                    );
+                }
+            }
+        }
         AdminCmd::Links { json } => {
             let body = call(&target, "GET", admin::LINKS_PATH).await?;
             let links: FederationLinks = serde_json::from_slice(&body)

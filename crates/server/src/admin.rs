@@ -60,6 +60,8 @@ struct AdminState {
 
 /// The path of the federation links (`GET`).
 pub const LINKS_PATH: &str = "/api/federation/links";
+/// The path of the configured federated domains (`GET`).
+pub const DOMAINS_PATH: &str = "/api/federation/domains";
 /// The path of the metrics page (`GET`).
 pub const METRICS_PATH: &str = "/metrics";
 
@@ -247,6 +249,7 @@ fn router(services: Services, token: Vec<u8>) -> Router {
         .route("/openapi.json", get(openapi))
         .route(METRICS_PATH, get(metrics))
         .route(LINKS_PATH, get(links_list))
+        .route(DOMAINS_PATH, get(domains_list))
         .route("/api/federation/links/{domain}/drain", post(links_drain))
         .route("/api/users", get(users_list).post(user_create))
         .route("/api/users/{name}", delete(user_delete))
@@ -733,6 +736,92 @@ async fn links_drain(State(st): St, Path(domain): Path<String>) -> ApiResult<Jso
     Ok(Json(DrainResult { peer, drained }))
 }
 
+/// One configured foreign domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederatedDomain {
+    pub domain: String,
+    /// `sip` or `xmpp`.
+    pub protocol: String,
+    /// The peer profile (`lync`, `moc`, `aol`, `simple`, `webex`, …), if any.
+    pub profile: Option<String>,
+    /// SIP: `tls` or `tcp`; XMPP: the `tls` setting (`required`, `optional`, `never`).
+    pub transport: String,
+    /// SIP: whether a certificate for the domain is required on its requests.
+    pub mutual_tls: Option<bool>,
+    /// Static routes, tried before DNS.
+    pub routes: Vec<String>,
+    /// SIP: the source addresses that authenticate the peer.
+    pub source_addrs: Vec<String>,
+    /// SIP: `session` or `page`.
+    pub im: Option<String>,
+}
+
+/// The federation settings: the XMPP policy and every configured domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederatedDomains {
+    /// Whether XMPP server-to-server federation is on.
+    pub xmpp_enabled: bool,
+    /// `open`, `allowlist` or `denylist`.
+    pub xmpp_policy: String,
+    /// The allowlist or denylist.
+    pub xmpp_policy_domains: Vec<String>,
+    /// Whether SIP is on (only the SIP domains listed here are permitted).
+    pub sip_enabled: bool,
+    pub domains: Vec<FederatedDomain>,
+}
+
+async fn domains_list(State(st): St) -> Json<FederatedDomains> {
+    use crate::config::{FederationPolicy, ImMode, PeerTls, SipPeerTransport};
+    let cfg = &st.hub.cfg;
+    let mut domains: Vec<FederatedDomain> = cfg
+        .sip
+        .peer
+        .iter()
+        .map(|p| FederatedDomain {
+            domain: p.domain.clone(),
+            protocol: "sip".into(),
+            profile: Some(p.presence_profile().name().to_string()),
+            transport: match p.transport {
+                SipPeerTransport::Tls => "tls".into(),
+                SipPeerTransport::Tcp => "tcp".into(),
+            },
+            mutual_tls: Some(p.requires_mutual_tls()),
+            routes: p.routes.clone(),
+            source_addrs: p.source_addrs.iter().map(ToString::to_string).collect(),
+            im: Some(match p.im_mode() {
+                ImMode::Session => "session".into(),
+                ImMode::Page => "page".into(),
+            }),
+        })
+        .collect();
+    domains.extend(cfg.s2s.peer.iter().map(|p| FederatedDomain {
+        domain: p.domain.clone(),
+        protocol: "xmpp".into(),
+        profile: p.profile.clone(),
+        transport: match p.tls {
+            PeerTls::Required => "required".into(),
+            PeerTls::Optional => "optional".into(),
+            PeerTls::Never => "never".into(),
+        },
+        mutual_tls: None,
+        routes: p.routes.clone(),
+        source_addrs: Vec::new(),
+        im: None,
+    }));
+    domains.sort_by(|a, b| a.domain.cmp(&b.domain));
+    Json(FederatedDomains {
+        xmpp_enabled: cfg.s2s.enabled,
+        xmpp_policy: match cfg.s2s.policy {
+            FederationPolicy::Open => "open".into(),
+            FederationPolicy::Allowlist => "allowlist".into(),
+            FederationPolicy::Denylist => "denylist".into(),
+        },
+        xmpp_policy_domains: cfg.s2s.domains.clone(),
+        sip_enabled: cfg.sip.enabled,
+        domains,
+    })
+}
+
 async fn openapi() -> Json<Value> {
     Json(openapi_document())
 }
@@ -754,6 +843,30 @@ pub fn openapi_document() -> Value {
         "schema": { "type": "string" }
     });
     let unauthorized = err("no or a wrong bearer token");
+    let domains_schema = json!({
+        "type": "object",
+        "required": ["xmpp_enabled", "xmpp_policy", "xmpp_policy_domains", "sip_enabled", "domains"],
+        "properties": {
+            "xmpp_enabled": { "type": "boolean" },
+            "xmpp_policy": { "type": "string", "enum": ["open", "allowlist", "denylist"] },
+            "xmpp_policy_domains": { "type": "array", "items": { "type": "string" } },
+            "sip_enabled": { "type": "boolean" },
+            "domains": { "type": "array", "items": {
+                "type": "object",
+                "required": ["domain", "protocol", "transport", "routes", "source_addrs"],
+                "properties": {
+                    "domain": { "type": "string" },
+                    "protocol": { "type": "string", "enum": ["sip", "xmpp"] },
+                    "profile": { "type": "string", "nullable": true },
+                    "transport": { "type": "string" },
+                    "mutual_tls": { "type": "boolean", "nullable": true },
+                    "routes": { "type": "array", "items": { "type": "string" } },
+                    "source_addrs": { "type": "array", "items": { "type": "string" } },
+                    "im": { "type": "string", "nullable": true, "enum": ["session", "page", null] }
+                }
+            }}
+        }
+    });
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -822,6 +935,13 @@ pub fn openapi_document() -> Value {
                         "description": "the metrics",
                         "content": { "text/plain; version=0.0.4": { "schema": { "type": "string" } } }
                     },
+                    "401": unauthorized.clone()
+                }
+            }},
+            "/api/federation/domains": { "get": {
+                "summary": "The configured federation: the XMPP policy and every foreign domain with settings (SIP peers are the permitted SIP domains). Read from the configuration file; change it there and restart.",
+                "responses": {
+                    "200": ok_json("the federation settings", domains_schema.clone()),
                     "401": unauthorized.clone()
                 }
             }},
@@ -1026,7 +1146,7 @@ mod tests {
     fn openapi_lists_every_route() {
         let doc = openapi_document();
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
-        assert_eq!(paths, 14);
+        assert_eq!(paths, 15);
     }
 
     #[test]

@@ -1158,6 +1158,19 @@ impl Actor {
                 s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
                 s.next_at = Some(Instant::now() + Duration::from_secs(wait));
                 tracing::info!(%peer, contact = %key.1, outcome = %describe(&result), retry_in = wait, "SIP subscription failed; will retry");
+                // Once what the peer granted has run out, what we last heard is no longer
+                // known to be true: the contact becomes unavailable until the peer answers
+                // again (RFC 6121 §4.3, as for a lost XMPP domain).
+                let stale = unix_now() >= s.expires_at
+                    && s.last
+                        .as_ref()
+                        .is_some_and(|p| p.get_attr("type") != Some("unavailable"));
+                if stale {
+                    let text = format!("{peer} cannot be reached");
+                    let p = convert::unavailable(&key.1, &key.0, Some(&text));
+                    s.last = Some(p.clone());
+                    self.to_hub(p).await;
+                }
             }
         }
     }
