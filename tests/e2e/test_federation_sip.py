@@ -45,7 +45,7 @@ class Fed:
 def fed(make_server, test_ca):
     made = []
 
-    def start(peers, *, extra_sip="", policy="ask", restartable=True):
+    def start(peers, *, extra_sip="", policy="ask", extra_top=""):
         """peers: list of (SipPeer, profile, extra toml lines)."""
         port = free_port(ENTENTE_IP)
         cert = test_ca.issue(DOMAIN)
@@ -68,7 +68,7 @@ key = "{cert.key}"
 [s2s]
 ca_file = "{test_ca.cert}"
 system_roots = false
-
+{extra_top.replace("[s2s]", "")}
 [policy]
 default = "{policy}"
 
@@ -354,7 +354,8 @@ def test_failed_im_is_bounced_with_the_mapped_error(fed, lync):
 
 
 def test_simple_peer_page_mode_im_and_presence(fed, simple):
-    f = fed([(simple, "simple", "")], policy="allow")
+    # The XMPP allowlist is empty: SIP domains are permitted by [[sip.peer]] alone.
+    f = fed([(simple, "simple", "")], policy="allow", extra_top='[s2s]\npolicy = "allowlist"\n')
     f.connect(simple)
 
     async def scenario():
@@ -681,3 +682,17 @@ def test_contact_becomes_unavailable_when_its_domain_stops_answering(fed, lync):
         await a.logout()
 
     asyncio.run(scenario())
+
+
+def test_a_peer_cannot_hold_more_dialogs_than_allowed(fed, lync):
+    f = fed([(lync, "lync", "")], extra_sip="max_dialogs_per_peer = 2", policy="allow")
+    f.connect(lync)
+    codes = []
+    for w in ("w1", "w2", "w3"):
+        _, r = lync_subscribe(lync, w)
+        codes.append(r.status)
+    assert codes == [202, 202, 503], codes
+    assert r.header("Retry-After") == "60"
+    # A refresh of an existing one (a new SUBSCRIBE from the same watcher) is not a new dialog.
+    _, r = lync_subscribe(lync, "w1")
+    assert r.status == 202

@@ -83,6 +83,9 @@ pub struct SipConfig {
     /// The subscription duration we ask foreign domains for and the longest we grant them
     /// (RFC 6665 `Expires`), in seconds.
     pub subscribe_expires_secs: u32,
+    /// Most subscriptions and IM sessions one foreign domain may hold with us at once (its
+    /// watchers' subscriptions plus IM sessions it opened); beyond it new ones get `503`.
+    pub max_dialogs_per_peer: usize,
     /// The permitted foreign SIP domains.
     pub peer: Vec<SipPeerConfig>,
 }
@@ -191,6 +194,7 @@ impl Default for SipConfig {
             via_host: None,
             im_idle_secs: 600,
             subscribe_expires_secs: 3600,
+            max_dialogs_per_peer: 100_000,
             peer: Vec::new(),
         }
     }
@@ -703,6 +707,12 @@ impl Config {
                 "must be at least 60 (RFC 6665 Min-Expires is commonly 60)".into(),
             ));
         }
+        if s.max_dialogs_per_peer == 0 {
+            return Err(invalid(
+                "sip.max_dialogs_per_peer",
+                "must be at least 1".into(),
+            ));
+        }
         if s.im_idle_secs == 0 {
             return Err(invalid("sip.im_idle_secs", "must be at least 1".into()));
         }
@@ -795,9 +805,6 @@ impl Config {
 
     /// Whether the admin's federation policy allows `domain`.
     pub fn federation_allowed(&self, domain: &str) -> bool {
-        if self.sip.enabled && self.sip_peer(domain).is_some() {
-            return true;
-        }
         let listed = self
             .s2s
             .domains

@@ -1349,7 +1349,20 @@ impl Hub {
     /// The admin layer of the policy, from the configuration.
     pub fn admin_policy(&self) -> policy::AdminPolicy {
         use crate::config::{DefaultPolicy, FederationPolicy};
-        let domains = self.cfg.s2s.domains.clone();
+        // `[[sip.peer]]` domains are the permitted SIP domains, whatever the XMPP policy lists.
+        let sip: Vec<String> = if self.cfg.sip.enabled {
+            self.cfg.sip.peer.iter().map(|p| p.domain.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let mut domains = self.cfg.s2s.domains.clone();
+        match self.cfg.s2s.policy {
+            FederationPolicy::Allowlist => domains.extend(sip),
+            FederationPolicy::Denylist => {
+                domains.retain(|d| !sip.iter().any(|s| s.eq_ignore_ascii_case(d)))
+            }
+            FederationPolicy::Open => {}
+        }
         policy::AdminPolicy {
             local_domains: vec![self.cfg.domain.clone()],
             federation: match self.cfg.s2s.policy {

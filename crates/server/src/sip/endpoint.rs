@@ -306,6 +306,30 @@ impl SipHandle {
         rx.await.map_err(|_| SipError::Closed)?
     }
 
+    /// Queues a response for the server transaction `key` at once, without waiting for the
+    /// endpoint to send it: responses queued this way go out before any request queued later
+    /// through this handle (RFC 6665 peers expect the 2xx to a SUBSCRIBE before its NOTIFY).
+    /// Errors are logged, not returned.
+    pub fn respond_now(&self, key: ServerTxKey, response: Response) {
+        let (reply, _) = oneshot::channel();
+        match self.inner.tx.try_send(Input::Respond {
+            key,
+            response,
+            reply,
+        }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(input)) => {
+                let tx = self.inner.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(input).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("the SIP endpoint has stopped; a response was not sent");
+            }
+        }
+    }
+
     /// Forgets the server transaction `key` without answering it (a request that expects no
     /// response, such as Lync's BENOTIFY).
     pub async fn abandon(&self, key: ServerTxKey) {

@@ -320,12 +320,8 @@ impl Actor {
         if self.silent == Some(key) {
             return;
         }
-        let sip = self.sip.clone();
-        tokio::spawn(async move {
-            if let Err(e) = sip.respond(key, response).await {
-                tracing::debug!(error = %e, "could not answer a SIP request");
-            }
-        });
+        // Queued at once: the answer precedes any NOTIFY this event triggers.
+        self.sip.respond_now(key, response);
     }
 
     /// Whether a response really comes from the peer domain (RFC 5922 §4: over TLS, the
@@ -1360,6 +1356,32 @@ impl Actor {
         }
     }
 
+    /// Whether `peer` already holds as many dialogs with us as `sip.max_dialogs_per_peer`
+    /// allows (a dialog replacing the same pair's does not count).
+    fn over_limit(&self, peer: &str, key: &Key) -> bool {
+        let held = self
+            .in_subs
+            .iter()
+            .filter(|(k, s)| s.peer == peer && *k != key)
+            .count()
+            + self
+                .ims
+                .iter()
+                .filter(|(k, i)| i.peer == peer && *k != key)
+                .count();
+        held >= self.cfg.sip.max_dialogs_per_peer
+    }
+
+    fn too_many(&self, inc: &IncomingRequest) {
+        tracing::warn!(peer = %inc.source.addr, "a SIP peer reached sip.max_dialogs_per_peer");
+        let mut r = inc
+            .request
+            .response(StatusCode::SERVICE_UNAVAILABLE, Some(&new_tag()));
+        r.reason = "Too many dialogs from your domain".into();
+        r.headers.push("Retry-After", "60");
+        self.respond(inc.key, r);
+    }
+
     fn reject(&self, inc: &IncomingRequest, status: StatusCode, reason: &str) {
         let mut r = inc.request.response(status, Some(&new_tag()));
         r.reason = reason.to_owned();
@@ -1421,6 +1443,9 @@ impl Actor {
             }
             s.dirty = true;
             return;
+        }
+        if self.over_limit(&routed.peer, &key) {
+            return self.too_many(&inc);
         }
         let tag = new_tag();
         let mut r = req.response(StatusCode::ACCEPTED, Some(&tag));
@@ -1644,6 +1669,9 @@ impl Actor {
         if self.blocked(&key).await {
             let code = gateway_errors::sip_status_for_xmpp("service-unavailable");
             return self.reject(&inc, status(code), "Service Unavailable");
+        }
+        if self.over_limit(&routed.peer, &key) {
+            return self.too_many(&inc);
         }
         let tag = new_tag();
         let r = self.invite_answer(req, Some(&tag), &key, &routed.peer);
