@@ -368,6 +368,17 @@ def test_simple_peer_page_mode_im_and_presence(fed, simple):
         assert r.status == 200, r.summary()
         got = await next_matching(a.messages, lambda m: m["body"])
         assert got["body"] == "hello alice" and got["from"].bare == "sam@simple.test"
+        # A GRUU (RFC 5627 ;gr=) is the JID resource, both ways.
+        r = await athread(simple.request, "MESSAGE", f"sip:{ALICE}", from_uri="sip:sam@simple.test",
+                          to_uri=f"sip:{ALICE}", body="from my phone", content_type="text/plain",
+                          headers=[("Contact", "<sip:sam@simple.test;gr=urn:uuid:f81d4fae>")])
+        assert r.status == 200, r.summary()
+        got = await next_matching(a.messages, lambda m: m["body"] == "from my phone")
+        assert str(got["from"]) == "sam@simple.test/urn:uuid:f81d4fae", got["from"]
+        a.send_message(mto=got["from"], mbody="to your phone", mtype="chat")
+        m = await athread(simple.wait_request, "MESSAGE", lambda r: r.text == "to your phone", 10)
+        assert m.uri == "sip:sam@simple.test;gr=urn:uuid:f81d4fae", m.uri
+        assert m.uri_of("To") == "sip:sam@simple.test"
         # Presence with policy "allow": no question, active NOTIFYs with RPID.
         r = await athread(simple.request, "SUBSCRIBE", f"sip:{ALICE}", from_uri="sip:sam@simple.test",
                           to_uri=f"sip:{ALICE}", headers=[("Event", "presence"), ("Expires", "600")])

@@ -786,14 +786,21 @@ impl Actor {
         Some((ISCOMPOSING_TYPE, doc.to_xml()))
     }
 
+    /// The Request-URI for a stanza's `to`: the GRUU of a full JID, else the address of record.
+    fn target_of(el: &Element, aol: bool) -> Option<String> {
+        let to = el.get_attr("to").and_then(|t| Jid::parse(t).ok())?;
+        convert::target_uri_of_jid(&to, aol)
+    }
+
     fn page_message(&self, key: &Key, peer: &str, el: &Element) -> Option<Request> {
         let aol = self.aol(peer);
         let to_uri = convert::uri_of_jid(&key.1, aol)?;
+        let target = Self::target_of(el, aol).unwrap_or_else(|| to_uri.clone());
         let from_uri = convert::uri_of_jid(&key.0, false)?;
         let (ctype, body) = Self::message_body(el)?;
         let mut req = new_request(
             Method::Message,
-            &to_uri,
+            &target,
             &format!("<{from_uri}>;tag={}", new_tag()),
             &format!("<{to_uri}>"),
             &new_call_id(&self.cfg.domain),
@@ -843,9 +850,10 @@ impl Actor {
                 .bounce(&el, "jid-malformed", "this address has no SIP form")
                 .await;
         };
+        let target = Self::target_of(&el, aol).unwrap_or_else(|| to_uri.clone());
         let Some(mut req) = new_request(
             Method::Invite,
-            &to_uri,
+            &target,
             &format!("<{from_uri}>;tag={}", new_tag()),
             &format!("<{to_uri}>"),
             &new_call_id(&self.cfg.domain),
@@ -1743,6 +1751,25 @@ impl Actor {
     async fn inbound_message(&mut self, inc: IncomingRequest, routed: Routed) {
         let req = &inc.request;
         let key = (routed.local.clone(), routed.remote.clone());
+        // The sender's resource: the GRUU of the session's remote target, or of the request's
+        // From or Contact (RFC 5627 `;gr=`).
+        let session_target = DialogId::for_request(req)
+            .and_then(|id| self.dialogs.get(&id))
+            .and_then(|(_, k)| self.ims.get(k))
+            .and_then(|i| i.dialog.as_ref())
+            .map(|d| d.remote_target().clone());
+        let from_uri = req.headers.from().ok().map(|f| f.uri);
+        let contact_uri = req
+            .headers
+            .contacts()
+            .ok()
+            .and_then(|c| c.first().and_then(|c| c.address()).map(|a| a.uri.clone()));
+        let sender = [session_target, from_uri, contact_uri]
+            .iter()
+            .flatten()
+            .map(|u| convert::with_gruu_resource(&key.1, Some(u)))
+            .find(|j| j.resource().is_some())
+            .unwrap_or_else(|| key.1.clone());
         if let Some(id) = DialogId::for_request(req) {
             match self.dialogs.get(&id).cloned() {
                 Some((IM, k)) if k == key => {
@@ -1773,7 +1800,7 @@ impl Actor {
         };
         let stanza = if ctype.is("application", "im-iscomposing+xml") {
             match IsComposing::parse(&req.body) {
-                Ok(c) => convert::chat_state_message(&key.1, &key.0, c.active),
+                Ok(c) => convert::chat_state_message(&sender, &key.0, c.active),
                 Err(e) => {
                     return self.reject(
                         &inc,
@@ -1785,7 +1812,7 @@ impl Actor {
         } else {
             let full = format!("{}/{}", ctype.mtype, ctype.subtype).to_ascii_lowercase();
             match text_of(&full, &req.body) {
-                Some(text) => convert::chat_message(&key.1, &key.0, &text),
+                Some(text) => convert::chat_message(&sender, &key.0, &text),
                 None => {
                     let mut r = req.response(status(415), Some(&new_tag()));
                     r.headers.push(

@@ -175,6 +175,23 @@ pub fn jid_of_sip(sip: &SipUri, aol: bool) -> Option<Jid> {
         .map(|j| j.to_bare())
 }
 
+/// The contact's JID with the resource its Contact's GRUU names (RFC 5627 `;gr=`), when it has
+/// one; the bare JID otherwise.
+pub fn with_gruu_resource(bare: &Jid, contact: Option<&Uri>) -> Jid {
+    contact
+        .and_then(Uri::as_sip)
+        .and_then(|u| u.params.value("gr"))
+        .map(|gr| String::from_utf8_lossy(&entente_sip_proto::percent_decode(gr)).into_owned())
+        .filter(|gr| !gr.is_empty())
+        .and_then(|gr| bare.with_resource(&gr).ok())
+        .unwrap_or_else(|| bare.clone())
+}
+
+/// The SIP URI of a JID: its address of record, with `;gr=` naming the resource of a full JID.
+pub fn target_uri_of_jid(jid: &Jid, aol: bool) -> Option<String> {
+    sipaddr::sip_from_jid(jid, aol).ok().map(|a| a.to_uri())
+}
+
 /// The SIP address-of-record URI of a JID (bare).
 pub fn uri_of_jid(jid: &Jid, aol: bool) -> Option<String> {
     sipaddr::sip_from_jid(&jid.to_bare(), aol)
@@ -237,6 +254,23 @@ mod tests {
             Some("composing")
         );
         assert_eq!(outbound_message(&c).body, None);
+    }
+
+    #[test]
+    fn gruus_are_resources() {
+        let bare = j("sam@simple.test");
+        let c: Uri = "sip:sam@simple.test;gr=urn:uuid:f81d4fae".parse().unwrap();
+        let full = with_gruu_resource(&bare, Some(&c));
+        assert_eq!(full.to_string(), "sam@simple.test/urn:uuid:f81d4fae");
+        assert_eq!(
+            target_uri_of_jid(&full, false).as_deref(),
+            Some("sip:sam@simple.test;gr=urn:uuid:f81d4fae")
+        );
+        let lync: Uri = "sip:sam@simple.test;opaque=user:epid:x;gruu"
+            .parse()
+            .unwrap();
+        assert_eq!(with_gruu_resource(&bare, Some(&lync)), bare);
+        assert_eq!(with_gruu_resource(&bare, None), bare);
     }
 
     #[test]
