@@ -230,8 +230,14 @@ def test_metrics_after_two_clients_chat(make_server, workdir):
             await next_matching(a.messages, lambda m, i=i: m["body"] == f"b{i}")
         _, during = await asyncio.to_thread(api.metrics)
         assert value(during, "entente_c2s_sessions") == 2
+        # The CLI lists the sessions and disconnects one.
+        lines = (await acli(s, "sessions")).stdout.splitlines()
+        assert sorted(l.split("\t")[0] for l in lines) == sorted([str(a.boundjid), str(b.boundjid)]), lines
+        await acli(s, "kick", str(b.boundjid))
+        await asyncio.wait_for(b.disconnected_evt.wait(), 10)
+        r = await acli(s, "kick", str(b.boundjid), check=False)
+        assert r.returncode != 0 and "no session" in r.stderr, r.stderr
         await a.logout()
-        await b.logout()
 
     asyncio.run(chat())
     _, after = api.metrics()

@@ -48,6 +48,18 @@ enum AdminCmd {
     },
     /// Print the server's Prometheus metrics (text exposition format).
     Metrics,
+    /// List the connected client sessions (full JID, whether available, priority).
+    Sessions {
+        /// Print the API's JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disconnect one client session (its stream is closed with policy-violation).
+    Kick {
+        /// The session's full JID, user@domain/resource.
+        #[arg(value_name = "JID")]
+        jid: String,
+    },
     /// List the configured federation: the XMPP policy and every foreign domain (SIP peers
     /// are the permitted SIP domains), with profile, transport, TLS and routes.
     Domains {
@@ -69,6 +81,40 @@ struct Target {
 pub async fn run(cfg: &Config, args: AdminArgs) -> Result<()> {
     let target = target(cfg, &args)?;
     match args.cmd {
+        AdminCmd::Sessions { json } => {
+            let body = call(&target, "GET", "/api/sessions").await?;
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .context("the server's answer is not a list of sessions")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for s in v["sessions"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}\tpriority={}",
+                        s["jid"].as_str().unwrap_or("?"),
+                        if s["available"].as_bool() == Some(true) {
+                            "available"
+                        } else {
+                            "no presence"
+                        },
+                        s["priority"]
+                    );
+                }
+            }
+        }
+        AdminCmd::Kick { jid } => {
+            let mut path = String::from("/api/sessions/");
+            for b in jid.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~' | b'@' | b'/')
+                {
+                    path.push(char::from(b));
+                } else {
+                    path.push_str(&format!("%{b:02X}"));
+                }
+            }
+            call(&target, "DELETE", &path).await?;
+            println!("disconnected {jid}");
+        }
         AdminCmd::Domains { json } => {
             let body = call(&target, "GET", admin::DOMAINS_PATH).await?;
             let d: admin::FederatedDomains = serde_json::from_slice(&body)
