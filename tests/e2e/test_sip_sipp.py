@@ -5,16 +5,17 @@ aol_subscribe.xml) against a real Entente with SIP federation: sipp plays the fo
 Each test checks both sides: what sipp reports (exit code, its statistics file, its
 <log> lines and the messages it traced) and what reached bob over XMPP.
 
-Addresses: Entente 127.0.0.90, sipp as lync.test 127.0.0.91, sipp as aol.test 127.0.0.92.
+Addresses: Entente 127.0.0.90, sipp as lync.test 127.0.0.91, sipp as aol.test 127.0.0.92,
+sipp as simple.test 127.0.0.93.
 sipp's port is chosen here and written into the peer's `routes`, since Entente sends every
 request to a SIP domain to its configured route (never to a Contact or Record-Route host).
 sipp runs with `-t t1 -bind_local -p PORT`: its one TCP connection is bound to PORT, so
 Entente finds it open for the route and sends its NOTIFYs on it, as on an edge's connection
 (see the comment in tests/sipp/lync_subscribe.xml for `-t tn`).
 
-The subscribe scenarios accept a NOTIFY before or after the 2xx to its SUBSCRIBE (RFC 6665
-§4.1.2.4): Entente sends the 200 to an unsubscribe and the terminated NOTIFY from two
-independent tasks, and either may reach the wire first.
+The subscribe scenarios accept a NOTIFY before or after the 2xx to its SUBSCRIBE, as RFC 6665
+§4.1.2.4 requires of a subscriber (Entente queues its answer before the NOTIFY it triggers, but
+a peer must not rely on that).
 """
 import asyncio
 import csv
@@ -271,3 +272,41 @@ def drain(q):
     while not q.empty():
         out.append(q.get_nowait())
     return out
+
+
+SIMPLE_IP = "127.0.0.93"
+
+
+def test_simple_server_page_mode_and_presence(gateway, workdir):
+    """sipp as a plain SIP/SIMPLE server (profile simple): page-mode MESSAGEs (RFC 3428) with an
+    isComposing in between reach bob; then it watches bob's presence with a plain RFC 3856
+    subscription (the AOL scenario's flow carries no AOL-specific header) and gets PIDF
+    without Microsoft numbers."""
+    gw = gateway("simple.test", "simple", SIMPLE_IP)
+
+    async def scenario():
+        bob = Client(gw.server, "bob", "bob-pw")
+        bob.register_plugin("xep_0085")
+        states = asyncio.Queue()
+        bob.add_event_handler("chatstate", lambda m: states.put_nowait(m))
+        await bob.login()
+        r1 = await athread(sipp_run, gw, workdir, "simple_message.xml", "simple_msg",
+                           dict(touser="bob", todomain=DOMAIN, fromuser="sam", fromdomain="simple.test"))
+        assert_sipp_ok(*r1, workdir, "simple_msg")
+        m1 = await next_matching(bob.messages, lambda m: m["body"])
+        st = await next_matching(states, lambda m: m["chat_state"] == "composing")
+        m2 = await next_matching(bob.messages, lambda m: m["body"])
+        r2 = await athread(sipp_run, gw, workdir, "aol_subscribe.xml", "simple_sub",
+                           dict(touser="bob", todomain=DOMAIN, fromuser="sam", fromdomain="simple.test"))
+        await bob.logout()
+        return r1, r2, m1, m2, st
+
+    r1, r2, m1, m2, st = asyncio.run(scenario())
+    assert_sipp_ok(*r1, workdir, "simple_msg")
+    assert (m1["body"].strip(), m2["body"].strip()) == ("hello from simple", "second page")
+    assert m1["from"].bare == "sam@simple.test" and st["from"].bare == "sam@simple.test"
+    assert_sipp_ok(*r2, workdir, "simple_sub")
+    rc, out, msgs, logtext, stats = r2
+    assert re.search(r"notify-1 substate= *active ctype=application/pidf\+xml basic=open", logtext), logtext
+    n1 = received_requests(msgs, "NOTIFY")[0]
+    assert 'entity="sip:bob@a.test"' in n1 and "availability" not in n1, n1
