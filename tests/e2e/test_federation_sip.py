@@ -509,14 +509,38 @@ def test_restart_sends_notifies_and_refreshes_at_once(fed, lync):
         await next_matching(a.presences, avail_from("dave@lync.test"))
         await a.logout()
         await athread(lync.wait_request, "NOTIFY", lambda r: pidf_availability(r.text) == 18500, 10)
-        return resp, sub
+        # An IM session with bob (offline: the message waits for him).
+        ep = LyncEndpoint("carol", edge=lync.address)
+        inv = await athread(
+            lync.request, "INVITE", "sip:bob@a.test", from_uri=ep.from_uri, to_uri="sip:bob@a.test",
+            headers=lync_invite_headers("before the restart", ep, to_uri="sip:bob@a.test"),
+            body=lync_message_sdp(LYNC_IP), content_type="application/sdp")
+        assert inv.status == 200
+        await athread(lync.ack, lync_dialog(lync, inv, ep), inv.cseq[0])
+        return resp, sub, inv
 
-    resp, sub = asyncio.run(first())
+    resp, sub, inv = asyncio.run(first())
     f.server.restart()
     n = lync.wait_request("NOTIFY", lambda r: r.call_id == resp.call_id, 15)
     assert n.header("Subscription-State").startswith("active")
     refresh = lync.wait_request("SUBSCRIBE", lambda r: r.call_id == sub.call_id, 15)
     assert refresh.to_tag == sub.local_tag
+
+    async def after():
+        b = await Client(f.server, "bob", "bob-pw").login()
+        m = await next_matching(b.messages, lambda m: m["body"])
+        assert m["body"] == "before the restart"
+        # The IM session survived the restart: bob's answer rides the same dialog.
+        b.send_message(mto="carol@lync.test", mbody="I was away", mtype="chat")
+        got = await athread(lync.wait_request, "MESSAGE", lambda r: r.text == "I was away", 10)
+        assert got.call_id == inv.call_id
+        assert not [r for r in lync.requests if r.method == "INVITE"]
+        # bob goes offline: the session ends with BYE.
+        await b.logout()
+        bye = await athread(lync.wait_request, "BYE", None, 10)
+        assert bye.call_id == inv.call_id
+
+    asyncio.run(after())
 
 
 A_IP = "127.0.0.85"

@@ -814,6 +814,8 @@ impl Actor {
     async fn session_message(&mut self, key: Key, peer: String, el: Element) {
         if let Some(im) = self.ims.get_mut(&key) {
             im.last_activity = Instant::now();
+            // The local user is sending: they are online (a tick may not have seen it yet).
+            im.local_seen_online = true;
             if im.inviting {
                 im.queue.push(el);
                 return;
@@ -874,7 +876,7 @@ impl Actor {
                 dialog: None,
                 queue: vec![el],
                 last_activity: Instant::now(),
-                local_seen_online: false,
+                local_seen_online: true,
                 inviting: true,
             },
         );
