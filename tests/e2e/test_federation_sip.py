@@ -30,6 +30,30 @@ async def athread(f, *a, **kw):
     return await asyncio.to_thread(f, *a, **kw)
 
 
+def sip_config(test_ca, cert, *, tcp=None, tls=None, sip_extra="", policy=None, s2s_extra=""):
+    """The config of an Entente with SIP: its certificate, the test CA as trust anchor, SIP
+    listeners (`tcp`/`tls`: "ip:port" or None), then `sip_extra` (more [sip] keys and the
+    [[sip.peer]] sections)."""
+    pol = f'\n[policy]\ndefault = "{policy}"\n' if policy else ""
+    return f"""
+[tls]
+cert = "{cert.cert}"
+key = "{cert.key}"
+
+[s2s]
+ca_file = "{test_ca.cert}"
+system_roots = false
+{s2s_extra}
+{pol}
+[sip]
+enabled = true
+listen_udp = []
+listen_tcp = [{f'"{tcp}"' if tcp else ""}]
+listen_tls = [{f'"{tls}"' if tls else ""}]
+{sip_extra}
+"""
+
+
 class Fed:
     """A started Entente with SIP federation, and its peers."""
 
@@ -45,7 +69,7 @@ class Fed:
 def fed(make_server, test_ca):
     made = []
 
-    def start(peers, *, extra_sip="", policy="ask", extra_top=""):
+    def start(peers, *, extra_sip="", policy="ask", s2s_extra=""):
         """peers: list of (SipPeer, profile, extra toml lines)."""
         port = free_port(ENTENTE_IP)
         cert = test_ca.issue(DOMAIN)
@@ -60,28 +84,12 @@ source_addrs = ["{peer.ip}"]
 routes = ["tcp://{peer.ip}:{peer.port}"]
 {extra}
 """)
-        s = make_server(f"""
-[tls]
-cert = "{cert.cert}"
-key = "{cert.key}"
-
-[s2s]
-ca_file = "{test_ca.cert}"
-system_roots = false
-{extra_top.replace("[s2s]", "")}
-[policy]
-default = "{policy}"
-
-[sip]
-enabled = true
-listen_udp = []
-listen_tcp = ["{ENTENTE_IP}:{port}"]
-listen_tls = []
+        s = make_server(sip_config(test_ca, cert, tcp=f"{ENTENTE_IP}:{port}", policy=policy, sip_extra=f"""
 t1_ms = 50
 subscribe_expires_secs = 600
 {extra_sip}
 {''.join(sections)}
-""", domain=DOMAIN)
+""", s2s_extra=s2s_extra), domain=DOMAIN)
         s.trust = test_ca.cert
         s.add_user("alice", "alice-pw")
         s.add_user("bob", "bob-pw")
@@ -355,7 +363,7 @@ def test_failed_im_is_bounced_with_the_mapped_error(fed, lync):
 
 def test_simple_peer_page_mode_im_and_presence(fed, simple):
     # The XMPP allowlist is empty: SIP domains are permitted by [[sip.peer]] alone.
-    f = fed([(simple, "simple", "")], policy="allow", extra_top='[s2s]\npolicy = "allowlist"\n')
+    f = fed([(simple, "simple", "")], policy="allow", s2s_extra='policy = "allowlist"')
     f.connect(simple)
 
     async def scenario():
@@ -554,27 +562,14 @@ def test_two_ententes_over_sip_tls_only(make_server, test_ca):
     servers = {}
     for dom, ip, other, other_ip in (("a.test", A_IP, "b.test", B_IP), ("b.test", B_IP, "a.test", A_IP)):
         cert = test_ca.issue(dom)
-        s = make_server(f"""
-[tls]
-cert = "{cert.cert}"
-key = "{cert.key}"
-
-[s2s]
-ca_file = "{test_ca.cert}"
-system_roots = false
-
-[sip]
-enabled = true
-listen_udp = []
-listen_tcp = []
-listen_tls = ["{ip}:{ports[ip]}"]
+        s = make_server(sip_config(test_ca, cert, tls=f"{ip}:{ports[ip]}", sip_extra=f"""
 t1_ms = 50
 
 [[sip.peer]]
 domain = "{other}"
 profile = "simple"
 routes = ["tls://{other_ip}:{ports[other_ip]}"]
-""", domain=dom, sub=dom)
+"""), domain=dom, sub=dom)
         s.trust = test_ca.cert
         s.add_user("alice" if dom == "a.test" else "bob", "pw")
         s.start()
@@ -612,26 +607,12 @@ routes = ["tls://{other_ip}:{ports[other_ip]}"]
 def test_tls_peer_must_present_a_certificate_for_its_domain(make_server, test_ca):
     port = free_port(ENTENTE_IP)
     cert = test_ca.issue(DOMAIN)
-    s = make_server(f"""
-[tls]
-cert = "{cert.cert}"
-key = "{cert.key}"
-
-[s2s]
-ca_file = "{test_ca.cert}"
-system_roots = false
-
-[sip]
-enabled = true
-listen_udp = []
-listen_tcp = []
-listen_tls = ["{ENTENTE_IP}:{port}"]
-
+    s = make_server(sip_config(test_ca, cert, tls=f"{ENTENTE_IP}:{port}", sip_extra=f"""
 [[sip.peer]]
 domain = "lync.test"
 profile = "lync"
 routes = ["tls://{LYNC_IP}:5061"]
-""", domain=DOMAIN)
+"""), domain=DOMAIN)
     s.add_user("alice", "pw")
     s.start()
     deadline = time.time() + 10

@@ -576,6 +576,7 @@ impl Dialog {
 /// after a restart" is what happens when they do not). [`Dialog::snapshot`] takes one,
 /// [`Dialog::restore`] parses it back, validating every header as on first receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DialogSnapshot {
     pub call_id: String,
     pub local_tag: String,

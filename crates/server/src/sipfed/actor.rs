@@ -117,69 +117,11 @@ enum Op {
     Fire,
 }
 
-/// A dialog as stored (a mirror of [`DialogSnapshot`]).
-#[derive(Serialize, Deserialize)]
-struct DialogRow {
-    call_id: String,
-    local_tag: String,
-    remote_tag: String,
-    uac: bool,
-    confirmed: bool,
-    local: String,
-    remote: String,
-    local_seq: Option<u32>,
-    remote_seq: Option<u32>,
-    remote_target: String,
-    route_set: Vec<String>,
-    local_contact: Option<String>,
-    secure: bool,
-}
-
-impl From<DialogSnapshot> for DialogRow {
-    fn from(s: DialogSnapshot) -> DialogRow {
-        DialogRow {
-            call_id: s.call_id,
-            local_tag: s.local_tag,
-            remote_tag: s.remote_tag,
-            uac: s.uac,
-            confirmed: s.confirmed,
-            local: s.local,
-            remote: s.remote,
-            local_seq: s.local_seq,
-            remote_seq: s.remote_seq,
-            remote_target: s.remote_target,
-            route_set: s.route_set,
-            local_contact: s.local_contact,
-            secure: s.secure,
-        }
-    }
-}
-
-impl From<DialogRow> for DialogSnapshot {
-    fn from(s: DialogRow) -> DialogSnapshot {
-        DialogSnapshot {
-            call_id: s.call_id,
-            local_tag: s.local_tag,
-            remote_tag: s.remote_tag,
-            uac: s.uac,
-            confirmed: s.confirmed,
-            local: s.local,
-            remote: s.remote,
-            local_seq: s.local_seq,
-            remote_seq: s.remote_seq,
-            remote_target: s.remote_target,
-            route_set: s.route_set,
-            local_contact: s.local_contact,
-            secure: s.secure,
-        }
-    }
-}
-
 /// A persisted dialog usage.
 #[derive(Serialize, Deserialize)]
 struct Stored {
     peer: String,
-    dialog: DialogRow,
+    dialog: DialogSnapshot,
     #[serde(default)]
     approved: bool,
 }
@@ -351,7 +293,7 @@ impl Actor {
         };
         let stored = Stored {
             peer: peer.to_owned(),
-            dialog: dialog.snapshot().into(),
+            dialog: dialog.snapshot(),
             approved,
         };
         let data = match serde_json::to_string(&stored) {
@@ -411,7 +353,7 @@ impl Actor {
                 continue;
             };
             let expires = u64::try_from(row.expires).unwrap_or(0);
-            let dialog = match Dialog::restore(stored.dialog.into()) {
+            let dialog = match Dialog::restore(stored.dialog) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::warn!(id = %row.id, error = %e, "dropping a stored SIP dialog");
@@ -1678,7 +1620,7 @@ impl Actor {
         }
         if self.blocked(&key).await {
             let code = gateway_errors::sip_status_for_xmpp("service-unavailable");
-            return self.reject(&inc, status(code), "Service Unavailable");
+            return self.reject(&inc, status(code), status(code).canonical_reason());
         }
         if self.over_limit(&routed.peer, &key) {
             return self.too_many(&inc);
@@ -1827,7 +1769,7 @@ impl Actor {
         };
         if self.blocked(&key).await {
             let code = gateway_errors::sip_status_for_xmpp("service-unavailable");
-            return self.reject(&inc, status(code), "Service Unavailable");
+            return self.reject(&inc, status(code), status(code).canonical_reason());
         }
         self.ok(&inc, None);
         self.to_hub(stanza).await;
