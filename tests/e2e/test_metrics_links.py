@@ -318,7 +318,7 @@ def by_dir(links, peer="b.test"):
 
 def test_links_listed_then_drained_without_loss(make_server, workdir, test_ca):
     a, api_a, b, api_b = start_pair(make_server, workdir, test_ca)
-    assert api_a.json("GET", "/api/federation/links") == (200, {"links": []})
+    assert api_a.json("GET", "/api/federation/links") == (200, {"links": [], "sip_connections": []})
 
     async def go():
         alice = await login(a, "alice", "alice-pw")
@@ -442,7 +442,7 @@ def test_draining_a_link_that_cannot_connect_bounces_its_queue(make_server, work
         err = await next_matching(alice.errors, lambda m: m["from"].bare == "bob@b.test")
         assert error_condition(err) == "remote-server-not-found", err
         assert "administrator" in err["error"]["text"], err
-        assert (await api.ajson("GET", "/api/federation/links"))[1] == {"links": []}
+        assert (await api.ajson("GET", "/api/federation/links"))[1] == {"links": [], "sip_connections": []}
         await alice.logout()
 
     asyncio.run(go())
@@ -534,6 +534,12 @@ routes = ["tcp://{peer_ip}:{peer.port}"]
         assert value(after, "entente_sip_federation_requests_total", outcome="accepted") == 1
         assert value(after, "entente_sip_federation_requests_total", outcome="domain-not-permitted") == 1
         assert value(after, "entente_offline_messages") == 0
+        st, links = api.json("GET", "/api/federation/links")
+        assert st == 200 and links["links"] == [], links
+        conns = links["sip_connections"]
+        assert [(c["transport"], c["direction"]) for c in conns if c["remote"].startswith(peer_ip + ":")] \
+            and all(c["transport"] in ("tcp", "tls") and c["direction"] in ("in", "out") for c in conns), conns
+        rfc3339(conns[0]["since"])
         st, doms = api.json("GET", "/api/federation/domains")
         assert st == 200, doms
         assert doms["sip_enabled"] is True

@@ -163,6 +163,20 @@ pub async fn run(cfg: &Config, args: AdminArgs) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&links)?);
             } else {
                 print!("{}", links_table(&links));
+                for c in &links.sip_connections {
+                    println!(
+                        "SIP {} {} {}{} since {}",
+                        c.direction,
+                        c.transport,
+                        c.remote,
+                        if c.tls_names.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", c.tls_names.join(", "))
+                        },
+                        c.since
+                    );
+                }
             }
         }
         AdminCmd::Drain { peer, json } => {
@@ -478,7 +492,10 @@ mod tests {
     #[test]
     fn table() {
         assert_eq!(
-            links_table(&FederationLinks { links: vec![] }),
+            links_table(&FederationLinks {
+                links: vec![],
+                sip_connections: vec![]
+            }),
             "no federation links are open\n"
         );
         let l = entente_server::admin::FederationLink {
@@ -493,7 +510,10 @@ mod tests {
             stanzas_out: 12,
             queued: 0,
         };
-        let t = links_table(&FederationLinks { links: vec![l] });
+        let t = links_table(&FederationLinks {
+            links: vec![l],
+            sip_connections: vec![],
+        });
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("PEER    DIR  STATE"), "{t}");

@@ -130,6 +130,24 @@ impl From<crate::s2s::LinkInfo> for FederationLink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FederationLinks {
     pub links: Vec<FederationLink>,
+    /// The open SIP connections (TCP and TLS), when SIP is enabled.
+    #[serde(default)]
+    pub sip_connections: Vec<SipConnection>,
+}
+
+/// One open SIP connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SipConnection {
+    /// The peer's address, `ip:port`.
+    pub remote: String,
+    /// `tcp` or `tls`.
+    pub transport: String,
+    /// `out` (we opened it) or `in`.
+    pub direction: String,
+    /// For TLS: the names the peer's certificate is valid for (how it authenticated).
+    pub tls_names: Vec<String>,
+    /// When it was opened (RFC 3339, UTC).
+    pub since: String,
 }
 
 /// One link or stream a drain closed.
@@ -706,7 +724,27 @@ async fn links_list(State(st): St) -> Json<FederationLinks> {
         .into_iter()
         .map(FederationLink::from)
         .collect();
-    Json(FederationLinks { links })
+    let sip_connections = st
+        .sip
+        .as_ref()
+        .map(|s| s.connections())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| SipConnection {
+            remote: c.remote.addr.to_string(),
+            transport: c.remote.transport.via_token().to_ascii_lowercase(),
+            direction: if c.outbound { "out" } else { "in" }.into(),
+            tls_names: c
+                .tls_names
+                .map(|n| n.iter().cloned().collect())
+                .unwrap_or_default(),
+            since: crate::hub::rfc3339_at(c.since),
+        })
+        .collect();
+    Json(FederationLinks {
+        links,
+        sip_connections,
+    })
 }
 
 async fn links_drain(State(st): St, Path(domain): Path<String>) -> ApiResult<Json<DrainResult>> {
@@ -889,6 +927,17 @@ pub fn openapi_document() -> Value {
                         "rule": { "type": "string", "enum": ["allow", "deny", "block"] }
                     }
                 },
+                "SipConnection": {
+                    "type": "object",
+                    "required": ["remote", "transport", "direction", "tls_names", "since"],
+                    "properties": {
+                        "remote": { "type": "string" },
+                        "transport": { "type": "string", "enum": ["tcp", "tls"] },
+                        "direction": { "type": "string", "enum": ["in", "out"] },
+                        "tls_names": { "type": "array", "items": { "type": "string" } },
+                        "since": { "type": "string", "format": "date-time" }
+                    }
+                },
                 "FederationLink": {
                     "type": "object",
                     "required": ["peer", "local", "direction", "state", "auth", "tls", "since",
@@ -946,11 +995,14 @@ pub fn openapi_document() -> Value {
                 }
             }},
             "/api/federation/links": { "get": {
-                "summary": "The live XMPP federation links (ours, out) and streams (the peers', in)",
+                "summary": "The live XMPP federation links (ours, out) and streams (the peers', in), and the open SIP connections",
                 "responses": {
                     "200": ok_json("the links, sorted by peer then direction", json!({
-                        "type": "object", "required": ["links"],
-                        "properties": { "links": { "type": "array", "items": { "$ref": "#/components/schemas/FederationLink" } } }
+                        "type": "object", "required": ["links", "sip_connections"],
+                        "properties": {
+                            "links": { "type": "array", "items": { "$ref": "#/components/schemas/FederationLink" } },
+                            "sip_connections": { "type": "array", "items": { "$ref": "#/components/schemas/SipConnection" } }
+                        }
                     })),
                     "401": unauthorized.clone()
                 }

@@ -1520,12 +1520,17 @@ pub fn blocked_by(list: &[Jid], other: &Jid) -> bool {
 }
 
 /// The current time as an XEP-0082 timestamp.
-pub fn rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now()
+/// A time as RFC 3339 (UTC, seconds).
+pub fn rfc3339_at(t: std::time::SystemTime) -> String {
+    let secs = t
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     rfc3339(secs)
+}
+
+pub fn rfc3339_now() -> String {
+    rfc3339_at(std::time::SystemTime::now())
 }
 
 fn rfc3339(secs: i64) -> String {

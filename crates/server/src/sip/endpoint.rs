@@ -350,6 +350,11 @@ impl SipHandle {
         self.inner.transports.tls_names(addr)
     }
 
+    /// Every open TCP/TLS connection.
+    pub fn connections(&self) -> Vec<super::transport::ConnectionInfo> {
+        self.inner.transports.connections()
+    }
+
     /// Number of open TCP/TLS connections.
     pub fn connection_count(&self) -> usize {
         self.inner.transports.connection_count()

@@ -81,6 +81,20 @@ struct ConnEntry {
     id: u64,
     queue: mpsc::Sender<Outgoing>,
     tls_names: Option<Arc<[String]>>,
+    /// We opened it.
+    outbound: bool,
+    since: std::time::SystemTime,
+}
+
+/// One open SIP connection, for the admin API.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub remote: TransportAddr,
+    /// We opened it (`true`) or the peer did.
+    pub outbound: bool,
+    /// For TLS: the names the peer's certificate is valid for.
+    pub tls_names: Option<Arc<[String]>>,
+    pub since: std::time::SystemTime,
 }
 
 /// TLS material for outbound connections and for checking peers' certificates.
@@ -153,6 +167,22 @@ impl Transports {
         self.table().get(addr).and_then(|e| e.tls_names.clone())
     }
 
+    /// Every open connection, sorted by remote address.
+    pub(crate) fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut v: Vec<ConnectionInfo> = self
+            .table()
+            .iter()
+            .map(|(a, e)| ConnectionInfo {
+                remote: *a,
+                outbound: e.outbound,
+                tls_names: e.tls_names.clone(),
+                since: e.since,
+            })
+            .collect();
+        v.sort_by_key(|c| c.remote.addr);
+        v
+    }
+
     /// Number of open connections.
     pub(crate) fn connection_count(&self) -> usize {
         self.table().len()
@@ -199,6 +229,8 @@ impl Transports {
                 id,
                 queue,
                 tls_names: None,
+                outbound: true,
+                since: std::time::SystemTime::now(),
             },
         );
         let me = self.clone();
@@ -416,6 +448,8 @@ impl Transports {
                 id,
                 queue,
                 tls_names,
+                outbound: false,
+                since: std::time::SystemTime::now(),
             },
         );
     }
