@@ -1,6 +1,7 @@
 """Fixtures for the end-to-end suite: a real `entente` binary on loopback, real slixmpp clients.
 
-Every server gets its own temporary data directory (a real SQLite file) and a free port on
+Every server gets its own temporary data directory (a real SQLite file, unless a test points
+`[database] url` at a fresh PostgreSQL database from the `pg_url` fixture) and a free port on
 127.0.0.1. Nothing here touches the machine's resolver or any address outside 127.0.0.0/8.
 """
 import asyncio
@@ -15,6 +16,7 @@ import time
 import pytest
 
 from certs import TestCA
+from postgres import PG_URL, fresh_database, psql_bin
 from prosody import ProsodyServer, prosody_installed
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -162,6 +164,19 @@ def make_server(workdir, request):
         s.stop()
         if _failed(request) and s.log_path.exists():
             print(f"\n----- entente log ({s.domain}, last 6000 chars) -----\n{s.log()[-6000:]}")
+
+
+@pytest.fixture
+def pg_url():
+    """The URL of a fresh, empty database on the real PostgreSQL server named by
+    ENTENTE_TEST_PG_URL (postgres.py); dropped after the test. Skips when the variable is unset."""
+    if not PG_URL:
+        pytest.skip("ENTENTE_TEST_PG_URL is not set: ./scripts/test starts a private PostgreSQL "
+                    "(scripts/pg-test-instance) and sets it")
+    if not psql_bin():
+        pytest.skip("psql is not installed (Debian package postgresql-client)")
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -6,6 +6,11 @@
 //! auto-increment (sequence numbers come from the application). Migrations are numbered SQL
 //! statements applied in order and recorded in `entente_schema`.
 //!
+//! What differs between the engines is handled here, not in SQL dialects: lists are sorted in
+//! Rust (byte order), because `ORDER BY` on text follows the database's collation, which on
+//! PostgreSQL is usually linguistic; and writes that compute a key from existing rows tolerate
+//! the concurrent writers PostgreSQL allows (SQLite serializes writers).
+//!
 //! Nothing here knows about XML: stanzas are stored as the serialized text the server hands in.
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -258,7 +263,7 @@ impl Store {
 
     /// Accounts whose JID ends in `@domain`, sorted.
     pub async fn user_list(&self, domain: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT jid FROM users ORDER BY jid")
+        let rows = sqlx::query("SELECT jid FROM users")
             .fetch_all(&self.pool)
             .await?;
         let suffix = format!("@{domain}");
@@ -269,17 +274,24 @@ impl Store {
                 out.push(j);
             }
         }
+        out.sort();
         Ok(out)
     }
 
     // ---- roster ----
 
+    /// A user's roster, sorted by contact.
     pub async fn roster_all(&self, owner: &str) -> Result<Vec<RosterRow>> {
-        let rows = sqlx::query("SELECT * FROM roster WHERE owner = $1 ORDER BY contact")
+        let rows = sqlx::query("SELECT * FROM roster WHERE owner = $1")
             .bind(owner)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(roster_from_row).collect()
+        let mut out = rows
+            .iter()
+            .map(roster_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| a.contact.cmp(&b.contact));
+        Ok(out)
     }
 
     pub async fn roster_get(&self, owner: &str, contact: &str) -> Result<Option<RosterRow>> {
@@ -334,19 +346,33 @@ impl Store {
     /// One statement, so the count and the insert are atomic without a read-then-write
     /// transaction: on SQLite such a transaction fails at once with "database is locked" when
     /// another connection wrote in between (the busy timeout does not apply to the upgrade).
+    ///
+    /// On PostgreSQL, concurrent pushes for one owner can read the same `MAX(seq)`: the later one
+    /// then waits for the first to commit and inserts nothing (`ON CONFLICT … DO NOTHING`), and
+    /// is retried after a count tells it from a full store. Each retry follows another push's
+    /// success, so the loop ends; SQLite never gets there (its writers are serialized).
     pub async fn offline_push(&self, owner: &str, stanza: &str, limit: u64) -> Result<bool> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let res = sqlx::query(
-            "INSERT INTO offline (owner, seq, stanza)
-             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM offline WHERE owner = $1
-             HAVING COUNT(*) < $3",
-        )
-        .bind(owner)
-        .bind(stanza)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() > 0)
+        let max = i64::try_from(limit).unwrap_or(i64::MAX);
+        loop {
+            let res = sqlx::query(
+                "INSERT INTO offline (owner, seq, stanza)
+                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM offline WHERE owner = $1
+                 HAVING COUNT(*) < $3
+                 ON CONFLICT (owner, seq) DO NOTHING",
+            )
+            .bind(owner)
+            .bind(stanza)
+            .bind(max)
+            .execute(&self.pool)
+            .await?;
+            if res.rows_affected() > 0 {
+                return Ok(true);
+            }
+            if self.offline_count(owner).await? >= limit {
+                return Ok(false);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Removes and returns every stored stanza for `owner`, oldest first.
@@ -389,19 +415,21 @@ impl Store {
 
     /// A user's presence rules as (target, rule) text pairs, sorted by target.
     pub async fn policy_rules(&self, owner: &str) -> Result<Vec<(String, String)>> {
-        let rows =
-            sqlx::query("SELECT target, rule FROM policy_rules WHERE owner = $1 ORDER BY target")
-                .bind(owner)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
+        let rows = sqlx::query("SELECT target, rule FROM policy_rules WHERE owner = $1")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = rows
+            .iter()
             .map(|r| {
                 Ok((
                     r.try_get::<String, _>("target")?,
                     r.try_get::<String, _>("rule")?,
                 ))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        out.sort();
+        Ok(out)
     }
 
     /// Sets (inserts or replaces) one rule.
@@ -460,12 +488,12 @@ impl Store {
 
     /// Every SIP dialog row, ordered by id.
     pub async fn sip_dialogs(&self) -> Result<Vec<SipDialogRow>> {
-        let rows = sqlx::query(
-            "SELECT id, kind, local_jid, remote_jid, data, expires FROM sip_dialogs ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
+        let rows =
+            sqlx::query("SELECT id, kind, local_jid, remote_jid, data, expires FROM sip_dialogs")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = rows
+            .iter()
             .map(|r| {
                 Ok(SipDialogRow {
                     id: r.try_get("id")?,
@@ -476,19 +504,25 @@ impl Store {
                     expires: r.try_get("expires")?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
     }
 
     // ---- block list (XEP-0191) ----
 
+    /// A user's blocked JIDs, sorted.
     pub async fn block_list(&self, owner: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT jid FROM blocklist WHERE owner = $1 ORDER BY jid")
+        let rows = sqlx::query("SELECT jid FROM blocklist WHERE owner = $1")
             .bind(owner)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
+        let mut out = rows
+            .iter()
             .map(|r| r.try_get::<String, _>("jid").map_err(StoreError::from))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        out.sort();
+        Ok(out)
     }
 
     pub async fn block_add(&self, owner: &str, jid: &str) -> Result<()> {
@@ -590,25 +624,167 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    //! Every test runs twice: against a fresh SQLite file, and against a fresh database on the
+    //! PostgreSQL server named by `ENTENTE_TEST_PG_URL` (`./scripts/test` starts a private one,
+    //! see scripts/pg-test-instance). Without the variable the PostgreSQL half is skipped, with
+    //! a note on stderr.
     use super::*;
+    // Database names in SQL text below are ours: `entente_t_` and digits.
+    use sqlx::{AssertSqlSafe, Connection};
+    use std::sync::atomic::{AtomicU32, Ordering};
 
-    async fn temp_store() -> (Store, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "entente-store-test-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("t.db").display());
-        (Store::open(&url).await.unwrap(), dir)
+    /// A fresh, empty database for one test, and the URL to (re)open it with.
+    struct TestDb {
+        url: String,
+        cleanup: Cleanup,
     }
 
-    fn rand_suffix() -> u128 {
-        std::time::SystemTime::now()
+    enum Cleanup {
+        Dir(std::path::PathBuf),
+        /// The server's URL (to drop the database from) and the database's name.
+        PgDatabase(String, String),
+    }
+
+    fn unique_name() -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
-            .as_nanos()
+            .subsec_nanos();
+        format!(
+            "{}_{}_{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
     }
+
+    /// `url` with its database (the path) replaced by `db`, keeping any `?parameters`.
+    fn with_database(url: &str, db: &str) -> String {
+        let (head, query) = match url.split_once('?') {
+            Some((h, q)) => (h, format!("?{q}")),
+            None => (url, String::new()),
+        };
+        let authority = head.find("://").map_or(0, |i| i + 3);
+        let base = match head[authority..].find('/') {
+            Some(i) => &head[..authority + i],
+            None => head,
+        };
+        format!("{base}/{db}{query}")
+    }
+
+    impl TestDb {
+        fn sqlite() -> TestDb {
+            let dir = std::env::temp_dir().join(format!("entente-store-test-{}", unique_name()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TestDb {
+                url: format!("sqlite://{}", dir.join("t.db").display()),
+                cleanup: Cleanup::Dir(dir),
+            }
+        }
+
+        /// A new database on the `ENTENTE_TEST_PG_URL` server, or `None` when it is unset.
+        async fn postgres() -> Option<TestDb> {
+            let server = std::env::var("ENTENTE_TEST_PG_URL")
+                .ok()
+                .filter(|u| !u.is_empty())?;
+            sqlx::any::install_default_drivers();
+            let name = format!("entente_t_{}", unique_name());
+            let mut conn = sqlx::AnyConnection::connect(&server)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to ENTENTE_TEST_PG_URL={server}: {e}"));
+            // A linguistic (ICU) collation where the server has one (PostgreSQL 15+), as a
+            // production database in a non-C locale would have: code that leaned on ORDER BY
+            // sorting like SQLite's byte order would fail here.
+            let icu = format!(
+                "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8' \
+                 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+            );
+            if sqlx::query(AssertSqlSafe(icu))
+                .execute(&mut conn)
+                .await
+                .is_err()
+            {
+                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            conn.close().await.unwrap();
+            Some(TestDb {
+                url: with_database(&server, &name),
+                cleanup: Cleanup::PgDatabase(server, name),
+            })
+        }
+
+        async fn open(&self) -> Store {
+            Store::open(&self.url).await.unwrap()
+        }
+
+        fn is_postgres(&self) -> bool {
+            matches!(self.cleanup, Cleanup::PgDatabase(..))
+        }
+
+        /// Deletes the database (a failed test leaves it behind, for a look).
+        async fn remove(self) {
+            match self.cleanup {
+                Cleanup::Dir(dir) => {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                Cleanup::PgDatabase(server, name) => {
+                    let mut conn = sqlx::AnyConnection::connect(&server).await.unwrap();
+                    sqlx::query(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                    conn.close().await.unwrap();
+                }
+            }
+        }
+    }
+
+    /// Defines each listed `async fn(&TestDb)` as two tests, `sqlite::NAME` and `postgres::NAME`.
+    macro_rules! on_both_backends {
+        ($($name:ident),* $(,)?) => {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $name() {
+                        let db = super::TestDb::sqlite();
+                        super::$name(&db).await;
+                        db.remove().await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $name() {
+                        let Some(db) = super::TestDb::postgres().await else {
+                            eprintln!(
+                                "note: skipping the PostgreSQL half of {}: ENTENTE_TEST_PG_URL \
+                                 is not set (./scripts/test sets it)",
+                                stringify!($name)
+                            );
+                            return;
+                        };
+                        super::$name(&db).await;
+                        db.remove().await;
+                    }
+                )*
+            }
+        };
+    }
+
+    on_both_backends!(
+        concurrent_offline_writes,
+        users_roster_offline_blocks_survive_reopen,
+        sip_dialogs_survive_reopening,
+        every_query_round_trips,
+        lists_sort_in_byte_order,
+        migrations_run_once,
+    );
 
     fn rec(jid: &str) -> UserRecord {
         let k = ScramRecord {
@@ -624,34 +800,71 @@ mod tests {
         }
     }
 
-    /// Concurrent offline pushes and takes on one SQLite file never fail with "database is
-    /// locked", and the limit holds.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_offline_writes() {
-        let (s, _dir) = temp_store().await;
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            with_database("postgres://u@127.0.0.1:5432/entente", "t1"),
+            "postgres://u@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "t1"),
+            "postgres://u:p@h/t1?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "t1"), "postgres://h/t1");
+    }
+
+    /// Concurrent offline pushes and takes never fail (on SQLite: "database is locked"; on
+    /// PostgreSQL: two pushes picking the same sequence number), nothing is lost, and the limit
+    /// holds.
+    async fn concurrent_offline_writes(db: &TestDb) {
+        let s = db.open().await;
         let mut tasks = Vec::new();
         for i in 0..40 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
                 let owner = format!("u{}@x", i % 4);
                 let stored = s.offline_push(&owner, "<message/>", 8).await?;
-                if i % 10 == 9 {
-                    s.offline_take(&owner).await?;
-                }
-                Ok::<bool, StoreError>(stored)
+                let taken = if i % 10 == 9 {
+                    s.offline_take(&owner).await?.len() as u64
+                } else {
+                    0
+                };
+                Ok::<(bool, u64), StoreError>((stored, taken))
             }));
         }
+        let (mut stored, mut taken) = (0, 0);
         for t in tasks {
-            t.await.unwrap().unwrap();
+            let (s, t) = t.await.unwrap().unwrap();
+            stored += s as u64;
+            taken += t;
         }
+        let mut left = 0;
         for i in 0..4 {
-            assert!(s.offline_count(&format!("u{i}@x")).await.unwrap() <= 8);
+            let n = s.offline_count(&format!("u{i}@x")).await.unwrap();
+            assert!(n <= 8, "{n} > 8");
+            left += n;
         }
+        assert_eq!(stored, taken + left);
+        assert_eq!(s.offline_total().await.unwrap(), left);
+        // Many writers on one owner: exactly `limit` get in.
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.offline_push("one@x", "<message/>", 5).await
+            }));
+        }
+        let mut stored = 0;
+        for t in tasks {
+            stored += t.await.unwrap().unwrap() as u64;
+        }
+        assert_eq!(stored, 5);
+        assert_eq!(s.offline_count("one@x").await.unwrap(), 5);
+        s.close().await;
     }
 
-    #[tokio::test]
-    async fn users_roster_offline_blocks_survive_reopen() {
-        let (s, dir) = temp_store().await;
+    async fn users_roster_offline_blocks_survive_reopen(db: &TestDb) {
+        let s = db.open().await;
         s.user_create(&rec("a@x")).await.unwrap();
         assert!(matches!(
             s.user_create(&rec("a@x")).await,
@@ -676,8 +889,7 @@ mod tests {
         s.block_add("a@x", "evil@z").await.unwrap();
         s.close().await;
 
-        let url = format!("sqlite://{}", dir.join("t.db").display());
-        let s = Store::open(&url).await.unwrap();
+        let s = db.open().await;
         assert_eq!(s.user("a@x").await.unwrap(), Some(rec("a@x")));
         assert_eq!(s.roster_all("a@x").await.unwrap(), vec![row]);
         assert_eq!(
@@ -692,12 +904,11 @@ mod tests {
         s.user_delete("a@x").await.unwrap();
         assert!(s.user("a@x").await.unwrap().is_none());
         assert!(s.roster_all("a@x").await.unwrap().is_empty());
-        let _ = std::fs::remove_dir_all(dir);
+        s.close().await;
     }
 
-    #[tokio::test]
-    async fn sip_dialogs_survive_reopening() {
-        let (s, dir) = temp_store().await;
+    async fn sip_dialogs_survive_reopening(db: &TestDb) {
+        let s = db.open().await;
         let mut row = SipDialogRow {
             id: "in-sub:bob@a.test:alice@b.test".into(),
             kind: "in-sub".into(),
@@ -710,12 +921,249 @@ mod tests {
         row.data = "{\"cseq\":2}".into();
         s.sip_dialog_put(&row).await.unwrap();
         s.close().await;
-        let url = format!("sqlite://{}", dir.join("t.db").display());
-        let s = Store::open(&url).await.unwrap();
+        let s = db.open().await;
         assert_eq!(s.sip_dialogs().await.unwrap(), vec![row.clone()]);
         assert!(s.sip_dialog_delete(&row.id).await.unwrap());
         assert!(!s.sip_dialog_delete(&row.id).await.unwrap());
         assert!(s.sip_dialogs().await.unwrap().is_empty());
-        let _ = std::fs::remove_dir_all(dir);
+        s.close().await;
+    }
+
+    /// Every query, with the values that differ between the engines: NULLs, every boolean
+    /// column, 64-bit numbers, counts, upserts, non-ASCII text.
+    async fn every_query_round_trips(db: &TestDb) {
+        let s = db.open().await;
+        // users
+        let mut u = rec("ü@x");
+        u.sha256.iterations = u32::MAX;
+        u.sha256.salt = (0..=255).collect();
+        s.user_create(&u).await.unwrap();
+        assert!(s.user_exists("ü@x").await.unwrap());
+        assert!(!s.user_exists("nobody@x").await.unwrap());
+        assert_eq!(s.user("ü@x").await.unwrap(), Some(u.clone()));
+        u.sha1.salt = vec![9; 16];
+        u.sha1.iterations = 10_000;
+        s.user_set_credentials(&u).await.unwrap();
+        assert_eq!(s.user("ü@x").await.unwrap(), Some(u.clone()));
+        assert!(matches!(
+            s.user_set_credentials(&rec("nobody@x")).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.user_delete("nobody@x").await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // roster: NULL and non-NULL text, each boolean alone, an upsert changing everything.
+        let base = RosterRow {
+            owner: "ü@x".into(),
+            contact: "c0@z".into(),
+            ..Default::default()
+        };
+        assert_eq!(base.name, None);
+        s.roster_put(&base).await.unwrap();
+        assert_eq!(
+            s.roster_get("ü@x", "c0@z").await.unwrap(),
+            Some(base.clone())
+        );
+        let mut rows = vec![base.clone()];
+        for i in 0..6 {
+            let mut r = RosterRow {
+                contact: format!("c{}@z", i + 1),
+                ..base.clone()
+            };
+            match i {
+                0 => r.sub.to = true,
+                1 => r.sub.from = true,
+                2 => r.sub.pending_out = true,
+                3 => {
+                    r.sub.pending_in = true;
+                    r.pending_in_stanza = Some("<presence type='subscribe'/>".into());
+                }
+                4 => r.sub.preapproved = true,
+                _ => r.in_roster = true,
+            }
+            s.roster_put(&r).await.unwrap();
+            rows.push(r);
+        }
+        assert_eq!(s.roster_all("ü@x").await.unwrap(), rows);
+        let mut changed = rows[4].clone();
+        changed.name = Some("Ĉarlie".into());
+        changed.groups = vec!["Friends".into(), "Work".into()];
+        changed.sub.pending_in = false;
+        changed.pending_in_stanza = None;
+        changed.sub.to = true;
+        changed.sub.from = true;
+        s.roster_put(&changed).await.unwrap();
+        assert_eq!(s.roster_get("ü@x", "c4@z").await.unwrap(), Some(changed));
+        s.roster_delete("ü@x", "c4@z").await.unwrap();
+        assert_eq!(s.roster_get("ü@x", "c4@z").await.unwrap(), None);
+        assert_eq!(s.roster_all("ü@x").await.unwrap().len(), 6);
+
+        // offline: counts and order.
+        assert_eq!(s.offline_total().await.unwrap(), 0);
+        assert_eq!(s.offline_count("ü@x").await.unwrap(), 0);
+        for i in 0..12 {
+            assert!(s
+                .offline_push("ü@x", &format!("<message id='{i}'/>"), u64::MAX)
+                .await
+                .unwrap());
+        }
+        assert!(s.offline_push("o@x", "<message/>", 1).await.unwrap());
+        assert!(!s.offline_push("o@x", "<message/>", 1).await.unwrap());
+        assert!(!s.offline_push("z@x", "<message/>", 0).await.unwrap());
+        assert_eq!(s.offline_count("ü@x").await.unwrap(), 12);
+        assert_eq!(s.offline_total().await.unwrap(), 13);
+        let taken = s.offline_take("ü@x").await.unwrap();
+        let want: Vec<String> = (0..12).map(|i| format!("<message id='{i}'/>")).collect();
+        assert_eq!(taken, want);
+
+        // policy rules: set, replace, remove.
+        s.policy_set("ü@x", "bob@y", "deny").await.unwrap();
+        s.policy_set("ü@x", "*.y", "block").await.unwrap();
+        s.policy_set("ü@x", "bob@y", "allow").await.unwrap();
+        assert_eq!(
+            s.policy_rules("ü@x").await.unwrap(),
+            vec![
+                ("*.y".to_string(), "block".to_string()),
+                ("bob@y".to_string(), "allow".to_string())
+            ]
+        );
+        assert!(s.policy_remove("ü@x", "*.y").await.unwrap());
+        assert!(!s.policy_remove("ü@x", "*.y").await.unwrap());
+
+        // block list
+        s.block_add("ü@x", "b@z").await.unwrap();
+        s.block_add("ü@x", "a@z").await.unwrap();
+        s.block_add("o@x", "a@z").await.unwrap();
+        assert_eq!(s.block_list("ü@x").await.unwrap(), vec!["a@z", "b@z"]);
+        s.block_remove("ü@x", "a@z").await.unwrap();
+        assert_eq!(s.block_list("ü@x").await.unwrap(), vec!["b@z"]);
+        s.block_clear("ü@x").await.unwrap();
+        assert!(s.block_list("ü@x").await.unwrap().is_empty());
+        assert_eq!(s.block_list("o@x").await.unwrap(), vec!["a@z"]);
+
+        // SIP dialogs: a 64-bit expiry, negative too.
+        for (id, expires) in [("b", i64::MAX), ("a", -1)] {
+            let r = SipDialogRow {
+                id: id.into(),
+                kind: "im".into(),
+                local_jid: "ü@x".into(),
+                remote_jid: "r@y".into(),
+                data: "{\"ü\":1}".into(),
+                expires,
+            };
+            s.sip_dialog_put(&r).await.unwrap();
+        }
+        let d = s.sip_dialogs().await.unwrap();
+        assert_eq!(
+            d.iter()
+                .map(|r| (r.id.as_str(), r.expires))
+                .collect::<Vec<_>>(),
+            vec![("a", -1), ("b", i64::MAX)]
+        );
+
+        // Deleting the user takes everything of theirs, and nobody else's.
+        s.policy_set("ü@x", "c@y", "deny").await.unwrap();
+        s.block_add("ü@x", "b@z").await.unwrap();
+        s.offline_push("ü@x", "<message/>", 10).await.unwrap();
+        s.user_delete("ü@x").await.unwrap();
+        assert!(!s.user_exists("ü@x").await.unwrap());
+        assert!(s.roster_all("ü@x").await.unwrap().is_empty());
+        assert!(s.policy_rules("ü@x").await.unwrap().is_empty());
+        assert!(s.block_list("ü@x").await.unwrap().is_empty());
+        assert_eq!(s.offline_count("ü@x").await.unwrap(), 0);
+        assert_eq!(s.offline_count("o@x").await.unwrap(), 1);
+        assert_eq!(s.block_list("o@x").await.unwrap(), vec!["a@z"]);
+        s.close().await;
+    }
+
+    /// Lists come sorted by bytes (as SQLite's default collation sorts), whatever the database's
+    /// collation: a linguistic one puts `alice@x` before `alice2@x`, `B@x` after `a@x`, and
+    /// `a_b@x` before `a-b@x`.
+    async fn lists_sort_in_byte_order(db: &TestDb) {
+        let s = db.open().await;
+        let mut jids = vec!["alice@x", "alice2@x", "B@x", "a@x", "a-b@x", "a_b@x", "ä@x"];
+        for j in &jids {
+            s.user_create(&rec(j)).await.unwrap();
+            s.block_add("o@x", j).await.unwrap();
+            s.policy_set("o@x", j, "deny").await.unwrap();
+            s.roster_put(&RosterRow {
+                owner: "o@x".into(),
+                contact: j.to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            s.sip_dialog_put(&SipDialogRow {
+                id: j.to_string(),
+                kind: "im".into(),
+                local_jid: "o@x".into(),
+                remote_jid: j.to_string(),
+                data: "{}".into(),
+                expires: 0,
+            })
+            .await
+            .unwrap();
+        }
+        jids.sort();
+        assert_eq!(s.user_list("x").await.unwrap(), jids);
+        assert_eq!(s.block_list("o@x").await.unwrap(), jids);
+        let rules: Vec<String> = s
+            .policy_rules("o@x")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(rules, jids);
+        let contacts: Vec<String> = s
+            .roster_all("o@x")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.contact)
+            .collect();
+        assert_eq!(contacts, jids);
+        let ids: Vec<String> = s
+            .sip_dialogs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, jids);
+        s.close().await;
+    }
+
+    /// Reopening applies nothing twice; the schema table records each migration once; two
+    /// stores can be open on one database at once.
+    async fn migrations_run_once(db: &TestDb) {
+        let s = db.open().await;
+        s.user_create(&rec("a@x")).await.unwrap();
+        let again = db.open().await;
+        assert!(again.user_exists("a@x").await.unwrap());
+        again.close().await;
+        s.close().await;
+        let s = db.open().await;
+        let rows = sqlx::query("SELECT version FROM entente_schema ORDER BY version")
+            .fetch_all(&s.pool)
+            .await
+            .unwrap();
+        let versions: Vec<i64> = rows.iter().map(|r| r.try_get("version").unwrap()).collect();
+        let want: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
+        assert_eq!(versions, want);
+        if db.is_postgres() {
+            // The tables really are PostgreSQL's, in this database.
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n FROM information_schema.tables \
+                 WHERE table_catalog = current_database() AND table_name = 'users'",
+            )
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+            assert_eq!(row.try_get::<i64, _>("n").unwrap(), 1);
+        }
+        s.close().await;
     }
 }
