@@ -3,12 +3,15 @@
 //! Real client connections over STARTTLS with SCRAM, against two federated domains A and B.
 //! Subcommands: `seed` (write the fixture users and rosters into Entente's store or Prosody's
 //! data files), `msg` (federated one-to-one messages at fixed offered rates, a ramp), `fanout`
-//! (one user's presence to N federated watchers), `idle` (server memory per idle session).
+//! (one user's presence to N federated watchers), `idle` (server memory per idle session),
+//! `sip-msg` and `sip-notify` (page-mode MESSAGE and presence NOTIFY rates through the SIP
+//! federation path, with sipp as the foreign SIP domain: see `sip.rs`).
 //! Results are JSON lines on standard output; `scripts/bench` runs everything side by side.
 
 mod client;
 mod scenarios;
 mod seed;
+mod sip;
 mod stats;
 
 use std::net::SocketAddr;
@@ -21,7 +24,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(
     name = "entente-bench",
-    about = "XMPP load tool (federated messages, presence fan-out, idle sessions)"
+    about = "XMPP load tool (federated messages, presence fan-out, idle sessions; SIP federation \
+             MESSAGE and NOTIFY rates with sipp)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -51,8 +55,52 @@ struct Fx {
     watchers: usize,
     #[arg(long, default_value_t = 1000)]
     idle: usize,
+    /// Users u0.. on side A for the SIP scenarios.
+    #[arg(long, default_value_t = 0)]
+    sip_users: usize,
     #[arg(long, default_value = "bench-pw")]
     password: String,
+}
+
+#[derive(Args, Clone)]
+struct SippArgs {
+    /// The sipp binary (Debian package sip-tester).
+    #[arg(long, default_value = "sipp")]
+    sipp: PathBuf,
+    /// Directory of the bench's sipp scenarios (bench_message.xml, bench_subscribe.xml).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/sipp"))]
+    scenarios: PathBuf,
+    /// The server's SIP TCP listener (ip:port).
+    #[arg(long)]
+    sip: SocketAddr,
+    /// The address sipp binds: one of the peer's source_addrs in the server's [[sip.peer]].
+    #[arg(long)]
+    sipp_ip: std::net::IpAddr,
+    /// The port sipp binds. sip-notify: the port of the server's route to the peer.
+    /// sip-msg: the first of one port per step (warm-up, then each rate).
+    #[arg(long)]
+    sipp_port: u16,
+    /// The foreign SIP domain sipp plays (a [[sip.peer]] with profile simple, transport tcp).
+    #[arg(long)]
+    peer_domain: String,
+    /// Directory for sipp's files (statistics, logs, errors, screen output).
+    #[arg(long)]
+    workdir: PathBuf,
+}
+
+impl SippArgs {
+    fn sipp(&self, domain: &str) -> sip::Sipp {
+        sip::Sipp {
+            bin: self.sipp.clone(),
+            scenarios: self.scenarios.clone(),
+            target: self.sip,
+            ip: self.sipp_ip,
+            port: self.sipp_port,
+            domain: domain.to_string(),
+            peer_domain: self.peer_domain.clone(),
+            workdir: self.workdir.clone(),
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -174,6 +222,56 @@ enum Cmd {
         #[arg(long, default_value_t = 3.0)]
         settle_secs: f64,
     },
+    /// SIP -> XMPP: sipp sends page-mode MESSAGEs to uN@A (logged in here) at fixed offered
+    /// rates, one step per rate; stops at the first step with a failed transaction, a lost
+    /// message, or 200s or deliveries falling behind the offered rate.
+    SipMsg {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        sipp: SippArgs,
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Offered rates (MESSAGEs/s), comma-separated.
+        #[arg(long, default_value = "100,250,500,1000")]
+        rates: String,
+        #[arg(long, default_value_t = 10.0)]
+        step_secs: f64,
+        /// Time to wait for deliveries after sipp's last call.
+        #[arg(long, default_value_t = 3.0)]
+        grace_secs: f64,
+        /// Fraction of the offered rate that the 200s and the deliveries must reach.
+        #[arg(long, default_value_t = 0.95)]
+        min_pace: f64,
+        /// Server PIDs whose CPU use to report per step (comma-separated).
+        #[arg(long, default_value = "")]
+        pids: String,
+    },
+    /// XMPP -> SIP: sipp subscribes to the presence of uN@A (one dialog each), then each user
+    /// changes presence K times; NOTIFYs answered per second and the time until every
+    /// subscription has the last state.
+    SipNotify {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        sipp: SippArgs,
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Presence changes per user.
+        #[arg(long, default_value_t = 10)]
+        changes: u32,
+        /// Pause between one user's changes (0: as fast as the client can write them).
+        #[arg(long, default_value_t = 0.0)]
+        interval_ms: f64,
+        /// SUBSCRIBEs per second while setting up.
+        #[arg(long, default_value_t = 200)]
+        subscribe_rate: u32,
+        /// Time limit of each phase (subscribing, beyond the time the rate needs; the changes).
+        #[arg(long, default_value_t = 120.0)]
+        timeout_secs: f64,
+        #[arg(long, default_value = "")]
+        pids: String,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -188,6 +286,7 @@ async fn main() -> Result<()> {
                 pairs: fx.pairs,
                 watchers: fx.watchers,
                 idle: fx.idle,
+                sip_users: fx.sip_users,
                 password: fx.password,
             };
             let start = std::time::Instant::now();
@@ -257,6 +356,56 @@ async fn main() -> Result<()> {
                 levels: list(&levels)?,
                 pid,
                 settle: Duration::from_secs_f64(settle_secs),
+            })
+            .await?;
+        }
+        Cmd::SipMsg {
+            conn,
+            sipp,
+            users,
+            rates,
+            step_secs,
+            grace_secs,
+            min_pace,
+            pids,
+        } => {
+            let (a, _) = conn.targets()?;
+            let sipp = sipp.sipp(&a.domain);
+            sip::messages(sip::SipMsgOpts {
+                a,
+                password: conn.password.clone(),
+                users,
+                rates: list(&rates)?,
+                step: Duration::from_secs_f64(step_secs),
+                grace: Duration::from_secs_f64(grace_secs),
+                min_pace,
+                sipp,
+                pids: list(&pids)?,
+            })
+            .await?;
+        }
+        Cmd::SipNotify {
+            conn,
+            sipp,
+            users,
+            changes,
+            interval_ms,
+            subscribe_rate,
+            timeout_secs,
+            pids,
+        } => {
+            let (a, _) = conn.targets()?;
+            let sipp = sipp.sipp(&a.domain);
+            sip::notifies(sip::SipNotifyOpts {
+                a,
+                password: conn.password.clone(),
+                users,
+                changes: changes.max(1),
+                interval: Duration::from_secs_f64(interval_ms / 1000.0),
+                subscribe_rate: subscribe_rate.max(1),
+                timeout: Duration::from_secs_f64(timeout_secs),
+                sipp,
+                pids: list(&pids)?,
             })
             .await?;
         }

@@ -72,7 +72,7 @@ pub async fn connect_many(
 }
 
 /// A task that writes what it is sent and reads (and drops) whatever the server sends.
-fn spawn_driven(mut c: Client) -> mpsc::UnboundedSender<String> {
+pub fn spawn_driven(mut c: Client) -> mpsc::UnboundedSender<String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         loop {

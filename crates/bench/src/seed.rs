@@ -1,7 +1,8 @@
 //! The benchmark fixture: the same users and rosters written into Entente's store or into
 //! Prosody's `mod_storage_internal` files, before the servers start.
 //!
-//! Side A: senders `s0..`, the fan-out publisher `f0`, idle users `i0..`.
+//! Side A: senders `s0..`, the fan-out publisher `f0`, idle users `i0..`, and for the SIP
+//! scenarios the users `u0..` that a foreign SIP domain (sipp) messages and watches.
 //! Side B: recipients `r0..`, watchers `w0..`.
 //! Rosters: `f0@A` has every `wN@B` with subscription `from`; every `wN@B` has `f0@A` with
 //! subscription `to`, exactly the state a completed subscription handshake leaves.
@@ -34,6 +35,8 @@ pub struct Fixture {
     pub pairs: usize,
     pub watchers: usize,
     pub idle: usize,
+    /// Users `u0..` on side A for the SIP scenarios.
+    pub sip_users: usize,
     pub password: String,
 }
 
@@ -46,6 +49,7 @@ impl Fixture {
                 v.extend((0..self.pairs).map(|i| format!("s{i}")));
                 v.push("f0".to_string());
                 v.extend((0..self.idle).map(|i| format!("i{i}")));
+                v.extend((0..self.sip_users).map(|i| format!("u{i}")));
             }
             Side::B => {
                 v.extend((0..self.pairs).map(|i| format!("r{i}")));
@@ -254,13 +258,14 @@ mod tests {
             pairs: 2,
             watchers: 3,
             idle: 1,
+            sip_users: 1,
             password: "pw".into(),
         }
     }
 
     #[test]
     fn fixture_layout() {
-        assert_eq!(fx(Side::A).users(), ["s0", "s1", "f0", "i0"]);
+        assert_eq!(fx(Side::A).users(), ["s0", "s1", "f0", "i0", "u0"]);
         assert_eq!(fx(Side::B).users(), ["r0", "r1", "w0", "w1", "w2"]);
         let r = fx(Side::B).roster();
         assert_eq!(r[2], ("w2".to_string(), "f0@b.bench".to_string(), "to"));
@@ -284,7 +289,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let db = format!("sqlite://{}/t.db", dir.display());
         let (u, r) = entente(&db, &fx(Side::A)).await.unwrap();
-        assert_eq!((u, r), (4, 3));
+        assert_eq!((u, r), (5, 3));
         let store = Store::open(&db).await.unwrap();
         let rec = store.user("i0@a.bench").await.unwrap().unwrap();
         assert_eq!(rec.sha256.iterations, ITERATIONS);
