@@ -905,9 +905,59 @@ mod tests {
                 "sip.listen_udp",
             ),
             ("[sip]\nlisten = []", "listen"),
+            ("[[sip.peer]]\ndomain = \"a b\"", "sip.peer[0].domain"),
+            ("[[sip.peer]]\ndomain = \"localhost\"", "sip.peer[0].domain"),
+            (
+                "[[sip.peer]]\ndomain = \"x.test\"\n[[sip.peer]]\ndomain = \"X.test\"",
+                "sip.peer[1].domain",
+            ),
+            (
+                "[[sip.peer]]\ndomain = \"x.test\"\nprofile = \"webex\"",
+                "sip.peer[0].profile",
+            ),
+            (
+                "[[sip.peer]]\ndomain = \"x.test\"\nprofile = \"nope\"",
+                "sip.peer[0].profile",
+            ),
+            (
+                "[[sip.peer]]\ndomain = \"x.test\"\nroutes = [\"ftp://x\"]",
+                "sip.peer[0].routes[0]",
+            ),
+            (
+                "[[sip.peer]]\ndomain = \"x.test\"\ntransport = \"tcp\"",
+                "sip.peer[0].source_addrs",
+            ),
+            (
+                "[[sip.peer]]\ndomain = \"x.test\"\ntransport = \"tcp\"\nsource_addrs = [\"127.0.0.1\"]\nmutual_tls = true",
+                "sip.peer[0].mutual_tls",
+            ),
+            (
+                "[[sip.peer]]\ndomain = \"x.test\"\n[[s2s.peer]]\ndomain = \"x.test\"",
+                "sip.peer[0].domain",
+            ),
+            ("[sip]\nsubscribe_expires_secs = 10", "sip.subscribe_expires_secs"),
+            ("[sip]\nmax_dialogs_per_peer = 0", "sip.max_dialogs_per_peer"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn sip_peer_defaults() {
+        let c = Config::parse(
+            "[sip]\nenabled = true\n[[sip.peer]]\ndomain = \"lync.test\"\nprofile = \"lync\"\n\
+             [[sip.peer]]\ndomain = \"s.test\"\ntransport = \"tcp\"\nsource_addrs = [\"127.0.0.9\"]",
+        )
+        .unwrap();
+        let l = c.sip_peer("LYNC.test.").unwrap();
+        assert!(l.requires_mutual_tls());
+        assert_eq!(l.im_mode(), ImMode::Session);
+        assert!(!l.aol_names());
+        let s = c.sip_peer("s.test").unwrap();
+        assert_eq!(s.profile, "simple");
+        assert!(!s.requires_mutual_tls());
+        assert_eq!(s.im_mode(), ImMode::Page);
+        assert!(c.sip_peer("other.test").is_none());
     }
 }
