@@ -11,7 +11,7 @@ use entente_model::jid::Jid;
 use entente_xmpp_proto::c2s::{C2sConfig as ProtoConfig, C2sEvent, C2sStream};
 use entente_xmpp_proto::scram::{Credentials, ScramKeys};
 use entente_xmpp_proto::{Limits, StreamErrorCondition};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
@@ -166,7 +166,6 @@ async fn run(
     let idle = (c.idle_timeout_secs > 0).then(|| Duration::from_secs(c.idle_timeout_secs));
     let mut deadline = Instant::now() + handshake;
     let mut io = Conn::Plain(sock);
-    let mut buf = vec![0u8; 4096];
     let mut session: Option<(SessionHandle, tokio::sync::mpsc::Receiver<SessionMsg>)> = None;
     let mut bucket = Bucket {
         tokens: f64::from(c.max_stanzas_per_second) * 2.0,
@@ -177,12 +176,11 @@ async fn run(
     let result = async {
         loop {
             tokio::select! {
-                n = io.read(&mut buf) => {
+                n = std::future::poll_fn(|cx| poll_receive(&mut io, &mut stream, cx)) => {
                     let n = n?;
                     if n == 0 {
                         stream.eof();
                     } else {
-                        stream.receive(&buf[..n]);
                         if session.is_some() {
                             if let Some(idle) = idle {
                                 deadline = Instant::now() + idle;
@@ -232,13 +230,14 @@ async fn run(
                         let Conn::Plain(tcp) = std::mem::replace(&mut io, Conn::Upgrading) else {
                             anyhow::bail!("STARTTLS on a connection that is not plain TCP");
                         };
-                        let tls_stream = tokio::time::timeout(handshake, tls.accept(tcp)).await??;
+                        let tls_stream =
+                            Box::pin(tokio::time::timeout(handshake, tls.accept(tcp))).await??;
                         io = Conn::Tls(Box::new(tls_stream));
                         stream.tls_established();
                     }
                     C2sEvent::NeedCredentials { username } => {
                         let jid = format!("{username}@{}", hub.cfg.domain);
-                        let creds = match hub.store.user(&jid).await {
+                        let creds = match Box::pin(hub.store.user(&jid)).await {
                             Ok(Some(u)) => Some(to_credentials(&u)),
                             Ok(None) => None,
                             Err(e) => {
@@ -257,7 +256,7 @@ async fn run(
                             Ok(full) => {
                                 let (handle, rx, old) = hub.sessions.bind(full.clone());
                                 if let Some(old) = old {
-                                    hub.session_replaced(old).await;
+                                    Box::pin(hub.session_replaced(old)).await;
                                 }
                                 session = Some((handle, rx));
                                 stream.bind_result(Ok(full));
@@ -273,7 +272,7 @@ async fn run(
                         }
                         if let Some((h, _)) = &session {
                             hub.metrics.stanza_in(crate::metrics::Source::C2s, &el.name);
-                            hub.handle_client(h, el).await;
+                            Box::pin(hub.handle_client(h, el)).await;
                         }
                     }
                     C2sEvent::Closed { error } => {
@@ -298,9 +297,41 @@ async fn run(
     }
     .await;
     if let Some((h, _)) = &session {
-        hub.session_ended(h).await;
+        Box::pin(hub.session_ended(h)).await;
     }
     result
+}
+
+thread_local! {
+    /// The buffer client connections read into, one per runtime thread rather than one per
+    /// connection: its contents go to the connection's parser at once, so nothing in it outlives
+    /// one poll, and an idle connection keeps no read buffer of its own.
+    static READ_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; 4096].into_boxed_slice());
+}
+
+/// Reads what the socket has (into [`READ_BUF`]) and feeds it to `stream`; ready with the number
+/// of bytes read, 0 at end of file.
+fn poll_receive(
+    io: &mut Conn,
+    stream: &mut C2sStream,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<usize>> {
+    READ_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let mut rb = tokio::io::ReadBuf::new(&mut buf[..]);
+        match std::pin::Pin::new(io).poll_read(cx, &mut rb) {
+            std::task::Poll::Ready(Ok(())) => {
+                let data = rb.filled();
+                if !data.is_empty() {
+                    stream.receive(data);
+                }
+                std::task::Poll::Ready(Ok(data.len()))
+            }
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
 }
 
 fn far_future() -> Instant {

@@ -71,10 +71,11 @@ enum State {
     Negotiating,
     /// `<proceed/>` sent; waiting for the driver's TLS handshake.
     TlsPending,
-    /// Waiting for the driver to look up credentials.
-    CredentialsPending(Pending),
+    /// Waiting for the driver to look up credentials. (Boxed, as is the SCRAM state: these
+    /// variants are the largest, and every connection carries the enum for its whole life.)
+    CredentialsPending(Box<Pending>),
     /// A SCRAM exchange waiting for the client-final message.
-    ScramChallenge(ScramServer),
+    ScramChallenge(Box<ScramServer>),
     /// A mechanism started without initial response; waiting for `<response>`.
     AwaitInitialResponse(&'static str),
     /// Waiting for the driver to decide on a resource.
@@ -151,8 +152,14 @@ impl C2sStream {
         !self.out.is_empty()
     }
 
+    /// The next event, if any. Once the queue is drained its buffer is freed: connections spend
+    /// most of their life idle, and events come a few at a time.
     pub fn poll_event(&mut self) -> Option<C2sEvent> {
-        self.events.pop_front()
+        let ev = self.events.pop_front();
+        if ev.is_none() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        ev
     }
 
     /// Feeds received bytes.
@@ -194,7 +201,7 @@ impl C2sStream {
     /// no such account.
     pub fn provide_credentials(&mut self, creds: Option<Credentials>) {
         let pending = match std::mem::replace(&mut self.state, State::Negotiating) {
-            State::CredentialsPending(p) => p,
+            State::CredentialsPending(p) => *p,
             other => {
                 self.state = other;
                 return;
@@ -204,7 +211,7 @@ impl C2sStream {
             (Pending::Scram(h, cf), Some(c)) => {
                 let (srv, msg) = ScramServer::start(h, cf, c.keys(h).clone());
                 self.write_sasl("challenge", Some(&msg));
-                self.state = State::ScramChallenge(srv);
+                self.state = State::ScramChallenge(Box::new(srv));
             }
             (Pending::Scram(h, cf), None) => {
                 // Unknown account: run the exchange against throw-away keys so the client cannot
@@ -212,7 +219,7 @@ impl C2sStream {
                 let fake = Credentials::derive(&new_id(), 16);
                 let (srv, msg) = ScramServer::start(h, cf, fake.keys(h).clone());
                 self.write_sasl("challenge", Some(&msg));
-                self.state = State::ScramChallenge(srv);
+                self.state = State::ScramChallenge(Box::new(srv));
             }
             (Pending::Plain { username, password }, Some(c)) => {
                 if c.verify_password(&password) {
@@ -569,10 +576,10 @@ impl C2sStream {
                     return self.auth_failure("invalid-authzid");
                 }
                 self.pending_user = Some(user.clone());
-                self.state = State::CredentialsPending(Pending::Plain {
+                self.state = State::CredentialsPending(Box::new(Pending::Plain {
                     username: user.clone(),
                     password: pw.to_string(),
-                });
+                }));
                 self.events
                     .push_back(C2sEvent::NeedCredentials { username: user });
             }
@@ -598,7 +605,7 @@ impl C2sStream {
                     }
                 }
                 self.pending_user = Some(user.clone());
-                self.state = State::CredentialsPending(Pending::Scram(h, cf));
+                self.state = State::CredentialsPending(Box::new(Pending::Scram(h, cf)));
                 self.events
                     .push_back(C2sEvent::NeedCredentials { username: user });
             }

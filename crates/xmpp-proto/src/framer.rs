@@ -140,7 +140,20 @@ impl XmlStream {
             self.failed = Some(e.clone());
             return Err(e);
         }
+        if self.stack.is_empty() {
+            self.release_buffers();
+        }
         Ok(())
+    }
+
+    /// Frees the buffers kept between stanzas. rxml reserves `max_token_length` bytes (here the
+    /// whole stanza limit, 256 KiB by default) for its token buffer as soon as it reads a token
+    /// and keeps that capacity; on an idle connection that is dead weight (a few touched pages of
+    /// resident memory per connection, and 256 KiB of address space), so it is given back
+    /// whenever the stream is between stanzas. What a partial token holds is kept.
+    fn release_buffers(&mut self) {
+        self.parser.release_temporaries();
+        self.stack = Vec::new();
     }
 
     fn handle(&mut self, ev: Event, out: &mut Vec<StreamEvent>) -> Result<(), FrameError> {
