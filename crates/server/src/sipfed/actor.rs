@@ -83,6 +83,23 @@ struct OutSub {
     backoff: u64,
 }
 
+impl OutSub {
+    /// A subscription not sent yet (`approved`: the roster already says the contact accepted).
+    fn new(peer: String, approved: bool) -> OutSub {
+        OutSub {
+            peer,
+            dialog: None,
+            initial: None,
+            expires_at: 0,
+            next_at: None,
+            inflight: false,
+            approved,
+            last: None,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+}
+
 /// An IM session (session-mode IM, RFC 7572 §6 / the seed's Lync flow).
 struct Im {
     peer: String,
@@ -93,6 +110,20 @@ struct Im {
     /// The local user had an available resource while the session lived.
     local_seen_online: bool,
     inviting: bool,
+}
+
+impl Im {
+    /// An established session (the peer's INVITE, or one restored from the store).
+    fn established(peer: String, dialog: Dialog) -> Im {
+        Im {
+            peer,
+            dialog: Some(dialog),
+            queue: Vec::new(),
+            last_activity: Instant::now(),
+            local_seen_online: false,
+            inviting: false,
+        }
+    }
 }
 
 /// What a finished client transaction was for.
@@ -235,7 +266,7 @@ impl Actor {
     }
 
     async fn bounce(&self, el: &Element, cond: &str, text: &str) {
-        let etype = match gateway_errors_type(cond) {
+        let etype = match gateway_errors::xmpp_error_type(cond) {
             "wait" => ErrorType::Wait,
             "modify" => ErrorType::Modify,
             "auth" => ErrorType::Auth,
@@ -388,30 +419,15 @@ impl Actor {
                     self.out_subs.insert(
                         key,
                         OutSub {
-                            peer: stored.peer,
                             dialog: Some(dialog),
-                            initial: None,
                             expires_at: expires,
                             next_at: Some(Instant::now()),
-                            inflight: false,
-                            approved: stored.approved,
-                            last: None,
-                            backoff: FIRST_BACKOFF,
+                            ..OutSub::new(stored.peer, stored.approved)
                         },
                     );
                 }
                 _ => {
-                    self.ims.insert(
-                        key,
-                        Im {
-                            peer: stored.peer,
-                            dialog: Some(dialog),
-                            queue: Vec::new(),
-                            last_activity: Instant::now(),
-                            local_seen_online: false,
-                            inviting: false,
-                        },
-                    );
+                    self.ims.insert(key, Im::established(stored.peer, dialog));
                 }
             }
         }
@@ -581,20 +597,7 @@ impl Actor {
             }
             Some("subscribe") => {
                 if !self.out_subs.contains_key(&key) {
-                    self.out_subs.insert(
-                        key.clone(),
-                        OutSub {
-                            peer,
-                            dialog: None,
-                            initial: None,
-                            expires_at: 0,
-                            next_at: None,
-                            inflight: false,
-                            approved: false,
-                            last: None,
-                            backoff: FIRST_BACKOFF,
-                        },
-                    );
+                    self.out_subs.insert(key.clone(), OutSub::new(peer, false));
                     self.subscribe(&key, self.cfg.sip.subscribe_expires_secs);
                 } else if let Some(last) = self
                     .out_subs
@@ -636,20 +639,7 @@ impl Actor {
                 None => {
                     // A roster subscription without a SIP one (lost, or from before SIP was
                     // configured): subscribe now.
-                    self.out_subs.insert(
-                        key.clone(),
-                        OutSub {
-                            peer,
-                            dialog: None,
-                            initial: None,
-                            expires_at: 0,
-                            next_at: None,
-                            inflight: false,
-                            approved: true,
-                            last: None,
-                            backoff: FIRST_BACKOFF,
-                        },
-                    );
+                    self.out_subs.insert(key.clone(), OutSub::new(peer, true));
                     self.subscribe(&key, self.cfg.sip.subscribe_expires_secs);
                 }
             },
@@ -1038,7 +1028,7 @@ impl Actor {
                     }
                     None => match Dialog::uac(&request, &r.response) {
                         Ok(mut d) => {
-                            d.set_local_contact(self.contact_for(&key, &peer));
+                            d.set_local_contact(self.contact(&key.0, &peer));
                             self.dialogs.insert(d.id().clone(), (OUT_SUB, key.clone()));
                             if let Some(s) = self.out_subs.get_mut(&key) {
                                 s.dialog = Some(d);
@@ -1121,10 +1111,6 @@ impl Actor {
                 }
             }
         }
-    }
-
-    fn contact_for(&self, key: &Key, peer: &str) -> String {
-        self.contact(&key.0, peer)
     }
 
     async fn invite_done(
@@ -1649,17 +1635,8 @@ impl Actor {
         self.dialogs.insert(dialog.id().clone(), (IM, key.clone()));
         self.persist(IM, &key, &routed.peer, &dialog, false, far_future())
             .await;
-        self.ims.insert(
-            key.clone(),
-            Im {
-                peer: routed.peer.clone(),
-                dialog: Some(dialog),
-                queue: Vec::new(),
-                last_activity: Instant::now(),
-                local_seen_online: false,
-                inviting: false,
-            },
-        );
+        self.ims
+            .insert(key.clone(), Im::established(routed.peer.clone(), dialog));
         if let Some((ctype, body)) = first {
             if let Some(text) = text_of(&ctype, &body) {
                 if !text.is_empty() {
@@ -1854,22 +1831,8 @@ fn sip_failure(result: &Result<SipResponse, SipError>) -> (&'static str, String)
                 ),
             )
         }
-        Err(SipError::Timeout(_)) => ("remote-server-timeout", result_text(result)),
-        Err(_) => ("remote-server-not-found", result_text(result)),
-    }
-}
-
-fn result_text(result: &Result<SipResponse, SipError>) -> String {
-    describe(result)
-}
-
-/// The error type RFC 6120 §8.3.3 gives a condition.
-fn gateway_errors_type(cond: &str) -> &'static str {
-    match cond {
-        "remote-server-timeout" | "recipient-unavailable" | "resource-constraint" => "wait",
-        "bad-request" | "jid-malformed" | "not-acceptable" | "policy-violation" => "modify",
-        "not-authorized" | "forbidden" | "registration-required" => "auth",
-        _ => "cancel",
+        Err(SipError::Timeout(_)) => ("remote-server-timeout", describe(result)),
+        Err(_) => ("remote-server-not-found", describe(result)),
     }
 }
 
@@ -1904,7 +1867,10 @@ mod tests {
 
     #[test]
     fn refused_subscriptions_and_failures_map_to_xmpp_errors() {
-        assert_eq!(gateway_errors_type("remote-server-timeout"), "wait");
-        assert_eq!(gateway_errors_type("item-not-found"), "cancel");
+        assert_eq!(
+            gateway_errors::xmpp_error_type("remote-server-timeout"),
+            "wait"
+        );
+        assert_eq!(gateway_errors::xmpp_error_type("item-not-found"), "cancel");
     }
 }
