@@ -194,6 +194,10 @@ pub(crate) struct Actor {
     domain_refreshed: HashMap<String, Instant>,
     /// A request being handled that must get no response (BENOTIFY).
     silent: Option<entente_sip_proto::ServerTxKey>,
+    /// Inbound subscriptions marked `dirty` since the last flush (may repeat, may name one
+    /// that is gone or has a NOTIFY in flight: the flush checks), so that a flush costs what
+    /// changed, not the number of subscriptions.
+    to_notify: Vec<Key>,
     stats: Arc<super::GatewayStats>,
 }
 
@@ -222,6 +226,7 @@ impl Actor {
             next_op: 0,
             domain_refreshed: HashMap::new(),
             silent: None,
+            to_notify: Vec::new(),
             stats,
         }
     }
@@ -402,6 +407,7 @@ impl Actor {
             match row.kind.as_str() {
                 IN_SUB => {
                     probes.push(key.clone());
+                    self.to_notify.push(key.clone());
                     self.in_subs.insert(
                         key,
                         InSub {
@@ -520,6 +526,7 @@ impl Actor {
             if let Some(s) = self.in_subs.get_mut(&key) {
                 s.terminate = Some("timeout");
                 s.dirty = true;
+                self.to_notify.push(key);
             }
         }
         // IM sessions: idle for too long, or the local user went offline.
@@ -593,6 +600,7 @@ impl Actor {
                         s.resources.remove(&resource);
                     }
                     s.dirty = true;
+                    self.to_notify.push(key);
                 }
             }
             Some("subscribe") => {
@@ -620,6 +628,7 @@ impl Actor {
                 // The local user approved: the presence that follows goes out in NOTIFYs.
                 if let Some(s) = self.in_subs.get_mut(&key) {
                     s.dirty = true;
+                    self.to_notify.push(key);
                 }
             }
             Some("unsubscribed") => {
@@ -627,6 +636,7 @@ impl Actor {
                 if let Some(s) = self.in_subs.get_mut(&key) {
                     s.resources.clear();
                     s.dirty = true;
+                    self.to_notify.push(key);
                 }
             }
             Some("probe") => match self.out_subs.get(&key) {
@@ -942,6 +952,10 @@ impl Actor {
                     }
                     self.forget(IN_SUB, &key).await;
                 } else {
+                    if s.dirty {
+                        // What changed while this NOTIFY was in flight goes out next.
+                        self.to_notify.push(key.clone());
+                    }
                     let (peer, d, exp) = (s.peer.clone(), s.dialog.clone(), s.expires_at);
                     self.persist(IN_SUB, &key, &peer, &d, false, exp).await;
                 }
@@ -1182,14 +1196,14 @@ impl Actor {
     // ---- NOTIFYs to foreign watchers ----
 
     fn flush_notifies(&mut self) {
-        let keys: Vec<Key> = self
-            .in_subs
-            .iter()
-            .filter(|(_, s)| s.dirty && !s.inflight)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            self.notify(&key);
+        for key in std::mem::take(&mut self.to_notify) {
+            if self
+                .in_subs
+                .get(&key)
+                .is_some_and(|s| s.dirty && !s.inflight)
+            {
+                self.notify(&key);
+            }
         }
     }
 
@@ -1297,6 +1311,11 @@ impl Actor {
     /// Whether `peer` already holds as many dialogs with us as `sip.max_dialogs_per_peer`
     /// allows (a dialog replacing the same pair's does not count).
     fn over_limit(&self, peer: &str, key: &Key) -> bool {
+        let limit = self.cfg.sip.max_dialogs_per_peer;
+        if self.in_subs.len() + self.ims.len() < limit {
+            // Fewer dialogs in all than one peer may hold: no need to count this peer's.
+            return false;
+        }
         let held = self
             .in_subs
             .iter()
@@ -1307,7 +1326,7 @@ impl Actor {
                 .iter()
                 .filter(|(k, i)| i.peer == peer && *k != key)
                 .count();
-        held >= self.cfg.sip.max_dialogs_per_peer
+        held >= limit
     }
 
     fn too_many(&self, inc: &IncomingRequest) {
@@ -1380,6 +1399,7 @@ impl Actor {
                 s.expires_at = unix + u64::from(granted);
             }
             s.dirty = true;
+            self.to_notify.push(k);
             return;
         }
         if self.over_limit(&routed.peer, &key) {
@@ -1423,6 +1443,7 @@ impl Actor {
                 terminate: (granted == 0).then_some("timeout"),
             },
         );
+        self.to_notify.push(key.clone());
         // The hub decides: admin policy, the user's list, asking the user. Whatever it
         // decides, the watcher's subscription is active; it sees what the hub lets through
         // (polite blocking: a denied watcher sees offline).
