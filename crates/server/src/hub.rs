@@ -19,6 +19,7 @@ use entente_xmpp_proto::stanza::{
 };
 use entente_xmpp_proto::{parse_stanza, Element};
 
+use crate::cache::TtlCache;
 use crate::config::Config;
 use crate::router::{
     NoFederation, RemoteError, RemoteRouter, SessionHandle, SessionState, Sessions,
@@ -31,21 +32,23 @@ pub struct Hub {
     pub sessions: Sessions,
     pub metrics: Arc<crate::metrics::Metrics>,
     remote: Arc<dyn RemoteRouter>,
-    /// Block lists by bare JID, loaded on first use.
-    blocks: Mutex<HashMap<Jid, Arc<Vec<Jid>>>>,
-    /// Presence policy rules by bare JID, with the time they were read: the CLI may change them
-    /// from another process, so they are re-read after [`RULES_TTL`].
-    rules: Mutex<HashMap<Jid, CachedRules>>,
+    /// Block lists by bare JID, loaded on first use. Changed through this hub, an entry is
+    /// dropped at once; another cluster node may change it too, so entries expire after
+    /// [`CACHE_TTL`].
+    blocks: TtlCache<Jid, Arc<Vec<Jid>>>,
+    /// Presence policy rules by bare JID: the CLI may change them from another process, so
+    /// they are re-read after [`CACHE_TTL`].
+    rules: TtlCache<Jid, Arc<Vec<policy::Entry>>>,
     /// Available presence local users hold from foreign contacts, by foreign domain: (local
     /// bare JID, foreign full JID). When a domain is lost for good, these become unavailable.
     remote_presence: Mutex<HashMap<String, std::collections::HashSet<(Jid, Jid)>>>,
 }
 
-/// A user's presence rules and when they were read.
-type CachedRules = (std::time::Instant, Arc<Vec<policy::Entry>>);
+/// How long cached block lists and presence policy rules are trusted.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How long cached presence policy rules are trusted.
-const RULES_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Users whose block lists (and, separately, rules) are cached at most.
+const CACHE_MAX: usize = 100_000;
 
 type Res<T> = Result<T, entente_store::StoreError>;
 
@@ -57,8 +60,8 @@ impl Hub {
             sessions: Sessions::default(),
             metrics: Arc::default(),
             remote: Arc::new(NoFederation),
-            blocks: Mutex::new(HashMap::new()),
-            rules: Mutex::new(HashMap::new()),
+            blocks: TtlCache::new(CACHE_TTL, CACHE_MAX),
+            rules: TtlCache::new(CACHE_TTL, CACHE_MAX),
             remote_presence: Mutex::new(HashMap::new()),
         }
     }
@@ -675,10 +678,7 @@ impl Hub {
             self.store
                 .policy_set(&user.to_string(), &contact.to_string(), rule.as_str())
                 .await?;
-            self.rules
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&user);
+            self.rules.remove(&user);
         }
         // A request, an approval, or (RFC 6121 §3.4.2) a pre-approval for a contact not yet in
         // the roster creates an item and pushes it; a pre-approved item shows approved="true".
@@ -1288,13 +1288,8 @@ impl Hub {
     }
 
     async fn block_list(&self, user: &Jid) -> Res<Arc<Vec<Jid>>> {
-        if let Some(l) = self
-            .blocks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(user)
-        {
-            return Ok(l.clone());
+        if let Some(l) = self.blocks.get(user) {
+            return Ok(l);
         }
         let list: Vec<Jid> = self
             .store
@@ -1304,24 +1299,14 @@ impl Hub {
             .filter_map(|j| Jid::parse(j).ok())
             .collect();
         let list = Arc::new(list);
-        self.blocks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(user.clone(), list.clone());
+        self.blocks.insert(user.clone(), list.clone());
         Ok(list)
     }
 
-    /// The user's presence rules (allow / deny / block), cached for [`RULES_TTL`].
+    /// The user's presence rules (allow / deny / block), cached for [`CACHE_TTL`].
     pub async fn policy_entries(&self, user: &Jid) -> Res<Arc<Vec<policy::Entry>>> {
-        if let Some((at, l)) = self
-            .rules
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(user)
-        {
-            if at.elapsed() < RULES_TTL {
-                return Ok(l.clone());
-            }
+        if let Some(l) = self.rules.get(user) {
+            return Ok(l);
         }
         let mut list = Vec::new();
         for (target, rule) in self.store.policy_rules(&user.to_string()).await? {
@@ -1331,19 +1316,13 @@ impl Hub {
             }
         }
         let list = Arc::new(list);
-        self.rules
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(user.clone(), (std::time::Instant::now(), list.clone()));
+        self.rules.insert(user.clone(), list.clone());
         Ok(list)
     }
 
     /// Forgets the cached presence rules of `user` (after an admin changed them).
     pub fn invalidate_policy(&self, user: &Jid) {
-        self.rules
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(user);
+        self.rules.remove(user);
     }
 
     /// The admin layer of the policy, from the configuration.
@@ -1399,10 +1378,7 @@ impl Hub {
     }
 
     fn invalidate_blocks(&self, user: &Jid) {
-        self.blocks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(user);
+        self.blocks.remove(user);
     }
 
     /// Whether local user `user` blocks `other` (for federation gateways that must answer a

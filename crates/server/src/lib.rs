@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod c2s;
+pub mod cache;
 pub mod check;
 pub mod config;
 pub mod hub;
