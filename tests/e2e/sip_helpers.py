@@ -159,3 +159,56 @@ def sipp_keys(**keys):
     for k, v in keys.items():
         out += ["-key", k, str(v)]
     return out
+
+
+def sip_config(*, ca=None, cert=None, tcp=None, tls=None, policy=None, s2s_extra="", sip_extra="",
+               peers=()):
+    """The config of an Entente with SIP federation, for make_server/EntenteServer: its
+    certificate (`cert`, from certs.TestCA.issue) with the test CA (`ca`: a path) as the only
+    trust anchor, SIP listeners (`tcp`/`tls`: "ip:port" or None; never UDP), the default presence
+    `policy`, more [s2s] keys, more [sip] keys (`sip_extra`), then the [[sip.peer]] sections
+    (`peers`: strings from tcp_peer() or written out)."""
+    out = ""
+    if cert is not None:
+        out += f'\n[tls]\ncert = "{cert.cert}"\nkey = "{cert.key}"\n'
+    if ca is not None or s2s_extra:
+        out += "\n[s2s]\n"
+        if ca is not None:
+            out += f'ca_file = "{ca}"\nsystem_roots = false\n'
+        out += s2s_extra + "\n"
+    if policy:
+        out += f'\n[policy]\ndefault = "{policy}"\n'
+    out += f"""
+[sip]
+enabled = true
+listen_udp = []
+listen_tcp = [{f'"{tcp}"' if tcp else ""}]
+listen_tls = [{f'"{tls}"' if tls else ""}]
+{sip_extra}
+"""
+    return out + "".join(peers)
+
+
+def tcp_peer(domain, profile, ip, port, extra=""):
+    """A [[sip.peer]] over plain TCP: authenticated by its source address `ip`, reached at
+    ip:port."""
+    return f"""
+[[sip.peer]]
+domain = "{domain}"
+profile = "{profile}"
+transport = "tcp"
+source_addrs = ["{ip}"]
+routes = ["tcp://{ip}:{port}"]
+{extra}
+"""
+
+
+def wait_sip_listening(server, before=0, timeout=10):
+    """Waits until the server's log says its SIP listeners are up (more than `before` times:
+    for a restart, pass the count seen before it)."""
+    import time
+
+    deadline = time.time() + timeout
+    while server.log().count("accepting SIP") <= before:
+        assert time.time() < deadline, "SIP listeners did not start"
+        time.sleep(0.05)

@@ -8,12 +8,12 @@ route; Entente reaches the peer through `[[sip.peer]] routes`.
 """
 import asyncio
 import re
-import time
 
 import pytest
 
 from conftest import free_port
-from sip_peer import LyncEndpoint, SipPeer, aol_pidf, lync_invite_headers, lync_message_sdp, lync_pidf, simple_pidf
+from sip_helpers import sip_config, tcp_peer, wait_sip_listening
+from sip_peer import LyncEndpoint, SipPeer, aol_pidf, lync_invite_headers, lync_message_sdp, lync_pidf
 from xmpp_client import Client, avail_from, error_condition, next_matching, nothing_matching, sub_from, unavail_from
 
 ENTENTE_IP = "127.0.0.80"
@@ -28,30 +28,6 @@ ALICE = "alice@a.test"
 async def athread(f, *a, **kw):
     """Runs a blocking SipPeer call without blocking the XMPP clients' event loop."""
     return await asyncio.to_thread(f, *a, **kw)
-
-
-def sip_config(test_ca, cert, *, tcp=None, tls=None, sip_extra="", policy=None, s2s_extra=""):
-    """The config of an Entente with SIP: its certificate, the test CA as trust anchor, SIP
-    listeners (`tcp`/`tls`: "ip:port" or None), then `sip_extra` (more [sip] keys and the
-    [[sip.peer]] sections)."""
-    pol = f'\n[policy]\ndefault = "{policy}"\n' if policy else ""
-    return f"""
-[tls]
-cert = "{cert.cert}"
-key = "{cert.key}"
-
-[s2s]
-ca_file = "{test_ca.cert}"
-system_roots = false
-{s2s_extra}
-{pol}
-[sip]
-enabled = true
-listen_udp = []
-listen_tcp = [{f'"{tcp}"' if tcp else ""}]
-listen_tls = [{f'"{tls}"' if tls else ""}]
-{sip_extra}
-"""
 
 
 class Fed:
@@ -73,31 +49,15 @@ def fed(make_server, test_ca):
         """peers: list of (SipPeer, profile, extra toml lines)."""
         port = free_port(ENTENTE_IP)
         cert = test_ca.issue(DOMAIN)
-        sections = []
-        for peer, profile, extra in peers:
-            sections.append(f"""
-[[sip.peer]]
-domain = "{peer.domain}"
-profile = "{profile}"
-transport = "tcp"
-source_addrs = ["{peer.ip}"]
-routes = ["tcp://{peer.ip}:{peer.port}"]
-{extra}
-""")
-        s = make_server(sip_config(test_ca, cert, tcp=f"{ENTENTE_IP}:{port}", policy=policy, sip_extra=f"""
-t1_ms = 50
-subscribe_expires_secs = 600
-{extra_sip}
-{''.join(sections)}
-""", s2s_extra=s2s_extra), domain=DOMAIN)
+        sections = [tcp_peer(peer.domain, profile, peer.ip, peer.port, extra) for peer, profile, extra in peers]
+        s = make_server(sip_config(ca=test_ca.cert, cert=cert, tcp=f"{ENTENTE_IP}:{port}", policy=policy,
+                                   sip_extra=f"t1_ms = 50\nsubscribe_expires_secs = 600\n{extra_sip}",
+                                   s2s_extra=s2s_extra, peers=sections), domain=DOMAIN)
         s.trust = test_ca.cert
         s.add_user("alice", "alice-pw")
         s.add_user("bob", "bob-pw")
         s.start()
-        deadline = time.time() + 10
-        while 'accepting SIP' not in s.log():
-            assert time.time() < deadline, "SIP listeners did not start"
-            time.sleep(0.05)
+        wait_sip_listening(s)
         f = Fed(s, port, [p for p, _, _ in peers])
         made.append(f)
         return f
@@ -154,7 +114,7 @@ def test_inbound_subscription_asks_the_user_and_notifies_mapped_states(fed, lync
         assert resp.status == 202, resp.summary()
         assert resp.to_tag
         # The local user hears an ordinary subscription request.
-        req = await next_matching(a.subscriptions, sub_from("subscribe", "carol@lync.test"))
+        await next_matching(a.subscriptions, sub_from("subscribe", "carol@lync.test"))
         # Meanwhile the watcher has an active subscription that says offline.
         n1 = await athread(lync.wait_request, "NOTIFY")
         assert n1.call_id == resp.call_id
@@ -562,7 +522,7 @@ def test_two_ententes_over_sip_tls_only(make_server, test_ca):
     servers = {}
     for dom, ip, other, other_ip in (("a.test", A_IP, "b.test", B_IP), ("b.test", B_IP, "a.test", A_IP)):
         cert = test_ca.issue(dom)
-        s = make_server(sip_config(test_ca, cert, tls=f"{ip}:{ports[ip]}", sip_extra=f"""
+        s = make_server(sip_config(ca=test_ca.cert, cert=cert, tls=f"{ip}:{ports[ip]}", sip_extra=f"""
 t1_ms = 50
 
 [[sip.peer]]
@@ -607,7 +567,7 @@ routes = ["tls://{other_ip}:{ports[other_ip]}"]
 def test_tls_peer_must_present_a_certificate_for_its_domain(make_server, test_ca):
     port = free_port(ENTENTE_IP)
     cert = test_ca.issue(DOMAIN)
-    s = make_server(sip_config(test_ca, cert, tls=f"{ENTENTE_IP}:{port}", sip_extra=f"""
+    s = make_server(sip_config(ca=test_ca.cert, cert=cert, tls=f"{ENTENTE_IP}:{port}", sip_extra=f"""
 [[sip.peer]]
 domain = "lync.test"
 profile = "lync"
@@ -615,10 +575,7 @@ routes = ["tls://{LYNC_IP}:5061"]
 """), domain=DOMAIN)
     s.add_user("alice", "pw")
     s.start()
-    deadline = time.time() + 10
-    while 'accepting SIP' not in s.log():
-        assert time.time() < deadline
-        time.sleep(0.05)
+    wait_sip_listening(s)
     good = test_ca.issue("lync.test")
     bad = test_ca.issue("evil.test")
     for c, want in ((bad, 403), (good, 200)):

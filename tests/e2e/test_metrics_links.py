@@ -21,6 +21,7 @@ import pytest
 
 from conftest import BIN, free_port
 from federation import federating, login
+from sip_helpers import sip_config, tcp_peer
 from xmpp_client import error_condition, next_matching
 
 TOKEN = "metrics-and-links-token-42"
@@ -498,23 +499,9 @@ def test_sip_federation_metrics(make_server, workdir):
     ip, peer_ip = "127.0.0.71", "127.0.0.72"
     with socket_port(ip) as sip_port, SipPeer("lync.test", peer_ip) as peer:
         port, extra = admin_config(workdir, "sipfed")
-        s = make_server(extra + f"""
-[policy]
-default = "allow"
-
-[sip]
-enabled = true
-listen_udp = []
-listen_tcp = ["{ip}:{sip_port}"]
-listen_tls = []
-
-[[sip.peer]]
-domain = "lync.test"
-profile = "lync"
-transport = "tcp"
-source_addrs = ["{peer_ip}"]
-routes = ["tcp://{peer_ip}:{peer.port}"]
-""", domain="a.test")
+        s = make_server(extra + sip_config(tcp=f"{ip}:{sip_port}", policy="allow",
+                                           peers=[tcp_peer("lync.test", "lync", peer_ip, peer.port)]),
+                        domain="a.test")
         s.add_user("alice", "pw")
         s.start()
         api = Api(port).wait_up()

@@ -54,13 +54,12 @@ import pathlib
 import re
 import shutil
 import tempfile
-import time
 
 import pytest
 
 from certs import TestCA
 from conftest import EntenteServer, _failed
-from sip_helpers import free_port
+from sip_helpers import free_port, sip_config, tcp_peer, wait_sip_listening
 from sip_peer import LyncEndpoint, SipPeer, lync_invite_headers, lync_message_sdp
 from xmpp_client import Client, next_matching, nothing_matching, sub_from
 
@@ -147,40 +146,11 @@ class World:
         cert = ca.issue(DOMAIN)
         lync, sub = self.peers["lync.test"], self.peers["sub.lync.test"]
         d = pathlib.Path(tempfile.mkdtemp(prefix=f"{default}-", dir=base))
-        self.server = EntenteServer(d, domain=DOMAIN, extra_config=f"""
-[tls]
-cert = "{cert.cert}"
-key = "{cert.key}"
-
-[s2s]
-ca_file = "{ca.cert}"
-system_roots = false
-
-[policy]
-default = "{default}"
-
-[sip]
-enabled = true
-listen_udp = []
-listen_tcp = ["{ENTENTE_IP}:{self.port}"]
-listen_tls = []
-t1_ms = 50
-subscribe_expires_secs = 600
-
-[[sip.peer]]
-domain = "lync.test"
-profile = "lync"
-transport = "tcp"
-source_addrs = ["{LYNC_IP}"]
-routes = ["tcp://{LYNC_IP}:{lync.port}"]
-
-[[sip.peer]]
-domain = "sub.lync.test"
-profile = "simple"
-transport = "tcp"
-source_addrs = ["{SUB_IP}"]
-routes = ["tcp://{SUB_IP}:{sub.port}"]
-""")
+        self.server = EntenteServer(d, domain=DOMAIN, extra_config=sip_config(
+            ca=ca.cert, cert=cert, tcp=f"{ENTENTE_IP}:{self.port}", policy=default,
+            sip_extra="t1_ms = 50\nsubscribe_expires_secs = 600",
+            peers=[tcp_peer("lync.test", "lync", LYNC_IP, lync.port),
+                   tcp_peer("sub.lync.test", "simple", SUB_IP, sub.port)]))
         self.server.trust = ca.cert
         for row in rows:
             self.server.add_user(row.local, "pw")
@@ -191,10 +161,7 @@ routes = ["tcp://{SUB_IP}:{sub.port}"]
     def _start(self, how):
         before = self.server.log().count("accepting SIP") if self.server.log_path.exists() else 0
         how()
-        deadline = time.time() + 10
-        while self.server.log().count("accepting SIP") <= before:
-            assert time.time() < deadline, "SIP listeners did not start"
-            time.sleep(0.05)
+        wait_sip_listening(self.server, before)
         for p in self.peers.values():
             p.connect(ENTENTE_IP, self.port)
 

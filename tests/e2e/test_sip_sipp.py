@@ -21,11 +21,10 @@ import asyncio
 import csv
 import pathlib
 import re
-import time
 
 import pytest
 
-from sip_helpers import SIPP, free_port, read_trace, run_sipp, sipp_keys
+from sip_helpers import SIPP, free_port, read_trace, run_sipp, sip_config, sipp_keys, tcp_peer, wait_sip_listening
 from xmpp_client import Client, next_matching
 
 ENTENTE_IP = "127.0.0.90"
@@ -58,39 +57,13 @@ def gateway(make_server, test_ca):
         port = free_port(ENTENTE_IP)
         sipp_port = free_port(sipp_ip)
         cert = test_ca.issue(DOMAIN)
-        s = make_server(f"""
-[tls]
-cert = "{cert.cert}"
-key = "{cert.key}"
-
-[s2s]
-ca_file = "{test_ca.cert}"
-system_roots = false
-
-[policy]
-default = "allow"
-
-[sip]
-enabled = true
-listen_udp = []
-listen_tcp = ["{ENTENTE_IP}:{port}"]
-listen_tls = []
-t1_ms = 50
-
-[[sip.peer]]
-domain = "{peer_domain}"
-profile = "{profile}"
-transport = "tcp"
-source_addrs = ["{sipp_ip}"]
-routes = ["tcp://{sipp_ip}:{sipp_port}"]
-""", domain=DOMAIN)
+        s = make_server(sip_config(ca=test_ca.cert, cert=cert, tcp=f"{ENTENTE_IP}:{port}", policy="allow",
+                                   sip_extra="t1_ms = 50", peers=[tcp_peer(peer_domain, profile, sipp_ip, sipp_port)]),
+                        domain=DOMAIN)
         s.trust = test_ca.cert
         s.add_user("bob", "bob-pw")
         s.start()
-        deadline = time.time() + 10
-        while "accepting SIP" not in s.log():
-            assert time.time() < deadline, "SIP listeners did not start"
-            time.sleep(0.05)
+        wait_sip_listening(s)
         return Gw(s, port, sipp_ip, sipp_port)
 
     return start
