@@ -43,6 +43,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::endpoint::{Input, StatsInner};
 use crate::tls::Identity;
@@ -234,9 +235,14 @@ impl Transports {
             },
         );
         let me = self.clone();
-        tokio::spawn(async move {
-            me.outbound(id, dest, tls_name, rx, permit).await;
-        });
+        let span =
+            tracing::info_span!("sip-out", peer = %dest, name = tls_name.as_deref().unwrap_or(""));
+        tokio::spawn(
+            async move {
+                me.outbound(id, dest, tls_name, rx, permit).await;
+            }
+            .instrument(span),
+        );
         Ok(())
     }
 
@@ -392,9 +398,17 @@ impl Transports {
             let _ = sock.set_nodelay(true);
             let me = self.clone();
             let tls = tls.clone();
-            tokio::spawn(async move {
-                me.inbound(sock, peer, tls, permit).await;
-            });
+            let span = tracing::info_span!(
+                "sip-in",
+                %peer,
+                transport = if tls.is_some() { "tls" } else { "tcp" }
+            );
+            tokio::spawn(
+                async move {
+                    me.inbound(sock, peer, tls, permit).await;
+                }
+                .instrument(span),
+            );
         }
     }
 
