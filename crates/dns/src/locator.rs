@@ -733,7 +733,10 @@ mod tests {
         };
         assert_eq!(ports(l.xmpp_server("a.test").await), vec![5999]);
         let mut m = HashMap::new();
-        m.insert("B.Test.".to_string(), vec!["127.0.0.6:6000".parse().unwrap()]);
+        m.insert(
+            "B.Test.".to_string(),
+            vec!["127.0.0.6:6000".parse().unwrap()],
+        );
         m.insert("c.test".to_string(), vec![]);
         l.set_static_routes(m);
         assert_eq!(ports(l.xmpp_server("b.test").await), vec![6000]);
