@@ -233,7 +233,7 @@ routes = ["127.0.0.1:5269"]
         ("/api/federation/domains/x.test", {"protocol": "sip"}, "SIP is not enabled"),
         ("/api/federation/domains/e.test", {"protocol": "xmpp"}, "own domain"),
         ("/api/federation/domains/bad%20domain", {"protocol": "xmpp"}, "domain"),
-        ("/api/federation/domains/x.test", {"protocol": "xmpp", "domain": "y.test"}, "another domain"),
+        ("/api/federation/domains/x.test", {"protocol": "xmpp", "domain": "x.test"}, "in the path only"),
         ("/api/federation/policy", {"policy": "closed"}, "closed"),
         ("/api/federation/policy", {"policy": "allowlist", "domains": ["a b"]}, "domains[0]"),
         ("/api/federation/policy", {"policy": "allowlist", "domains": "x.test"}, "domains"),

@@ -936,16 +936,17 @@ async fn domain_put(
     body: Bytes,
 ) -> ApiResult<Json<FederatedDomain>> {
     let m = body_object(&body)?;
-    let view = st.hub.federation.set_domain(&domain, m).await?;
+    let (domain, view) = st.hub.federation.set_domain(&domain, m).await?;
+    let same = |d: &str| d.trim_end_matches('.').eq_ignore_ascii_case(&domain);
     let entry = view
         .xmpp
         .iter()
-        .find(|(p, _)| p.domain.eq_ignore_ascii_case(domain.trim_end_matches('.')))
+        .find(|(p, _)| same(&p.domain))
         .map(|(p, s)| xmpp_domain_entry(p, s.as_str()))
         .or_else(|| {
             view.sip
                 .iter()
-                .find(|(p, _)| p.domain.eq_ignore_ascii_case(domain.trim_end_matches('.')))
+                .find(|(p, _)| same(&p.domain))
                 .map(|(p, s)| sip_domain_entry(p, s.as_str()))
         })
         .ok_or_else(|| {
@@ -1044,6 +1045,17 @@ pub fn openapi_document() -> Value {
         "description": "the foreign domain",
         "schema": { "type": "string" }
     });
+    // Any presence profile names an XMPP peer's; SIP peers take the non-XMPP ones.
+    let mut xmpp_profiles: Vec<Value> = entente_model::availability::Profile::ALL
+        .iter()
+        .map(|p| Value::from(p.name()))
+        .collect();
+    let sip_profiles: Vec<Value> = entente_model::availability::Profile::ALL
+        .iter()
+        .filter(|p| !p.is_xmpp())
+        .map(|p| Value::from(p.name()))
+        .collect();
+    xmpp_profiles.push(Value::Null);
     let routes_schema = json!({
         "type": "array", "items": { "type": "string" },
         "description": "static routes tried before DNS: host:port, tls://host:port (SIP also tcp://host:port)"
@@ -1083,10 +1095,9 @@ pub fn openapi_document() -> Value {
                     "description": "the fields of [[s2s.peer]]",
                     "properties": {
                         "protocol": { "type": "string", "enum": ["xmpp"] },
-                        "domain": { "type": "string", "description": "optional; must be the path's domain" },
                         "tls": { "type": "string", "enum": ["required", "optional", "never"] },
                         "routes": routes_schema.clone(),
-                        "profile": { "type": "string", "nullable": true, "description": "a presence profile name (xmpp, fed-xmpp, sametime, webex, …)" }
+                        "profile": { "type": "string", "nullable": true, "enum": xmpp_profiles }
                     }
                 },
                 "SipDomainSettings": {
@@ -1094,8 +1105,7 @@ pub fn openapi_document() -> Value {
                     "description": "the fields of [[sip.peer]]; only when [sip] enabled",
                     "properties": {
                         "protocol": { "type": "string", "enum": ["sip"] },
-                        "domain": { "type": "string", "description": "optional; must be the path's domain" },
-                        "profile": { "type": "string", "description": "lync, moc, aol or simple (default simple)" },
+                        "profile": { "type": "string", "enum": sip_profiles, "description": "default simple" },
                         "transport": { "type": "string", "enum": ["tls", "tcp"] },
                         "mutual_tls": { "type": "boolean", "nullable": true },
                         "routes": routes_schema,

@@ -230,8 +230,8 @@ fn parse_stored(cfg: &Config, protocol: &str, settings: &str) -> Result<DomainSe
         return Err("the settings are not a JSON object".into());
     };
     m.insert("protocol".into(), Value::String(protocol.into()));
-    let domain = match m.get("domain") {
-        Some(Value::String(d)) => d.clone(),
+    let domain = match m.remove("domain") {
+        Some(Value::String(d)) => d,
         _ => return Err("the settings have no domain".into()),
     };
     parse_domain_settings(cfg, &domain, m)
@@ -250,14 +250,8 @@ pub fn parse_domain_settings(
         Some(_) => return Err("protocol: must be a string, \"xmpp\" or \"sip\"".into()),
         None => return Err("protocol: missing (\"xmpp\" or \"sip\")".into()),
     };
-    match body.get("domain") {
-        None => {}
-        Some(Value::String(d)) if same_domain(d, domain) => {}
-        Some(_) => {
-            return Err(format!(
-                "domain: the body names another domain than the path ({domain})"
-            ))
-        }
+    if body.contains_key("domain") {
+        return Err("domain: give the domain in the path only, not in the body".into());
     }
     let domain = entente_model::jid::Jid::domain_only(domain)
         .map_err(|e| format!("domain: {domain:?} is not a valid domain: {e}"))?
@@ -271,8 +265,7 @@ pub fn parse_domain_settings(
     body.insert("domain".into(), Value::String(domain.clone()));
     let settings = match protocol.as_str() {
         "xmpp" => {
-            let p: PeerConfig =
-                serde_json::from_value(Value::Object(body)).map_err(|e| e.to_string())?;
+            let p: PeerConfig = from_body(body)?;
             p.validate("").map_err(|e| e.to_string())?;
             DomainSettings::Xmpp(p)
         }
@@ -282,14 +275,36 @@ pub fn parse_domain_settings(
                     "protocol: SIP is not enabled on this server ([sip] enabled = false)".into(),
                 );
             }
-            let p: SipPeerConfig =
-                serde_json::from_value(Value::Object(body)).map_err(|e| e.to_string())?;
+            let p: SipPeerConfig = from_body(body)?;
             p.validate("", &cfg.domain).map_err(|e| e.to_string())?;
             DomainSettings::Sip(p)
         }
         other => return Err(format!("protocol: {other:?}: use \"xmpp\" or \"sip\"")),
     };
     Ok(settings)
+}
+
+/// Deserializes peer settings; a type error names its field (serde's message alone does not
+/// say which field an "invalid type" is about), found by trying each field on its own.
+fn from_body<T: serde::de::DeserializeOwned>(body: Map<String, Value>) -> Result<T, String> {
+    match serde_json::from_value::<T>(Value::Object(body.clone())) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            let domain = body.get("domain").cloned().unwrap_or(Value::Null);
+            for (k, v) in &body {
+                if k == "domain" {
+                    continue;
+                }
+                let mut one = Map::new();
+                one.insert("domain".into(), domain.clone());
+                one.insert(k.clone(), v.clone());
+                if let Err(e) = serde_json::from_value::<T>(Value::Object(one)) {
+                    return Err(format!("{k}: {e}"));
+                }
+            }
+            Err(e.to_string())
+        }
+    }
 }
 
 /// `open`, `allowlist` or `denylist`.
@@ -461,12 +476,13 @@ impl Federation {
         }
     }
 
-    /// Sets a domain's settings (API), then reloads.
+    /// Sets a domain's settings (API), then reloads; returns the domain as stored (validated,
+    /// lower case) and the new view.
     pub async fn set_domain(
         &self,
         domain: &str,
         body: Map<String, Value>,
-    ) -> Result<Arc<FederationView>, FederationError> {
+    ) -> Result<(String, Arc<FederationView>), FederationError> {
         let settings =
             parse_domain_settings(&self.cfg, domain, body).map_err(FederationError::Invalid)?;
         let (domain, json) = match &settings {
@@ -474,16 +490,17 @@ impl Federation {
             DomainSettings::Sip(p) => (p.domain.clone(), serde_json::to_string(p)),
         };
         let json = json.map_err(|e| FederationError::Invalid(e.to_string()))?;
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         self.store
             .federation_domain_set(
-                &domain.to_ascii_lowercase(),
+                &domain,
                 &FederationOverride::Set {
                     protocol: settings.protocol().to_string(),
                     settings: json,
                 },
             )
             .await?;
-        Ok(self.reload().await?)
+        Ok((domain, self.reload().await?))
     }
 
     /// Removes a domain from the federation (API): hides the file's entry, or drops the
@@ -606,8 +623,8 @@ mod tests {
             ),
             (
                 "d.test",
-                serde_json::json!({"protocol": "xmpp", "domain": "e.test"}),
-                "another domain",
+                serde_json::json!({"protocol": "xmpp", "domain": "d.test"}),
+                "in the path only",
             ),
             (
                 "d.test",
@@ -633,6 +650,16 @@ mod tests {
                 "d.test",
                 serde_json::json!({"protocol": "sip", "profile": "webex"}),
                 "profile",
+            ),
+            (
+                "d.test",
+                serde_json::json!({"protocol": "sip", "source_addrs": ["1.2.3.4", "nope"]}),
+                "source_addrs: invalid IP",
+            ),
+            (
+                "d.test",
+                serde_json::json!({"protocol": "xmpp", "tls": 3}),
+                "tls: invalid type",
             ),
             (
                 "d.test",
