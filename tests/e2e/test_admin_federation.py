@@ -10,6 +10,8 @@ real binary with real peers, without a restart.
 - SIP: a SIP peer domain added at run time is accepted (and reached through the static route
   given with it), and refused again once removed.
 - Bad input answers 400 with a reason naming the field.
+- Two servers on one database (SQLite file, PostgreSQL): a change through one's API reaches
+  the other through the store's federation version.
 """
 import asyncio
 import json
@@ -18,6 +20,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+
+import pytest
 
 from conftest import BIN, free_port
 from xmpp_client import Client, error_condition, next_matching
@@ -326,3 +330,51 @@ listen_tls = []
         r = peer.request("MESSAGE", "sip:alice@a.test", from_uri="sip:carol@lync.test",
                          to_uri="sip:alice@a.test", body="hi")
         assert r.status == 403, r.summary()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_change_made_by_another_process_is_picked_up(make_server, workdir, backend, request):
+    """Two servers on one database (a cluster's shape): a change through one's API reaches the
+    other by the store's federation version, without a restart."""
+    if backend == "postgres":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite://{workdir / 'shared.db'}"
+    servers = []
+    for sub in ("a", "b"):
+        port, extra = admin_extra(workdir)
+        s = make_server(f"""
+[database]
+url = "{url}"
+
+[s2s]
+enabled = true
+listen = ["127.0.0.1:{free_port()}"]
+{extra}""", domain="e.test", sub=sub)
+        servers.append((s, Api(port)))
+    servers[0][0].add_user("alice", "alice-pw")
+    for s, api in servers:
+        s.start()
+        api.wait_up()
+    (a, api_a), (b, api_b) = servers
+
+    st, pol = api_a.call("PUT", "/api/federation/policy", {"policy": "denylist", "domains": ["far.test"]})
+    assert st == 200, pol
+    st, d = api_a.call("PUT", "/api/federation/domains/near.test", {"protocol": "xmpp", "tls": "never"})
+    assert st == 200, d
+
+    async def seen_by_b():
+        st, pol = await api_b.acall("GET", "/api/federation/policy")
+        st2, doms = await api_b.acall("GET", "/api/federation/domains")
+        return pol["source"] == "api" and [x["domain"] for x in doms["domains"]] == ["near.test"]
+
+    async def scenario():
+        await eventually(seen_by_b, timeout=10)
+        alice = await Client(b, "alice", "alice-pw").login()
+        alice.send_message(mto="x@far.test", mbody="denied", mtype="chat")
+        err = await next_matching(alice.errors, lambda m: m["from"].bare == "x@far.test")
+        assert error_condition(err) == "remote-server-not-found" and "policy" in err["error"]["text"]
+        await alice.logout()
+
+    asyncio.run(scenario())
+    assert "the federation settings changed; reloaded" in b.log()
