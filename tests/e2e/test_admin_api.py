@@ -93,6 +93,8 @@ def test_auth_health_ready_openapi(admin):
         "/api/users/{name}/policy/{target}", "/api/policy", "/api/sessions",
         "/api/sessions/{jid}", "/metrics", "/api/federation/links",
         "/api/federation/links/{domain}/drain", "/api/federation/domains",
+        "/api/federation/domains/{domain}", "/api/federation/domains/{domain}/override",
+        "/api/federation/policy",
     }
     st, body = api.call("GET", "/api/nowhere")
     assert st == 404 and "error" in body

@@ -533,7 +533,7 @@ def test_sip_federation_metrics(make_server, workdir):
         assert doms["domains"] == [{
             "domain": "lync.test", "protocol": "sip", "profile": "lync", "transport": "tcp",
             "mutual_tls": False, "routes": [f"tcp://{peer_ip}:{peer.port}"],
-            "source_addrs": [peer_ip], "im": "session"}]
+            "source_addrs": [peer_ip], "im": "session", "source": "config"}]
         out = cli(s, "domains").stdout
         assert "lync.test\tsip\tprofile=lync\ttransport=tcp mutual_tls=false" in out, out
 

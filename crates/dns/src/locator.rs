@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -44,7 +44,9 @@ const SIP_SERVICES: [(&str, Transport); 4] = [
 /// resolver inside caches answers for their TTL.
 pub struct Locator {
     resolver: TokioResolver,
-    static_routes: HashMap<String, Vec<StaticRoute>>,
+    /// Replaced as a whole by [`Locator::set_static_routes`]; only locked in synchronous
+    /// sections, never across an `.await`.
+    static_routes: RwLock<HashMap<String, Vec<StaticRoute>>>,
     total_timeout: Duration,
     max_candidates: usize,
     /// Only locked in synchronous sections, never across an `.await`.
@@ -130,11 +132,34 @@ impl Locator {
             .collect();
         Ok(Self {
             resolver,
-            static_routes,
+            static_routes: RwLock::new(static_routes),
             total_timeout: config.total_timeout,
             max_candidates: config.max_candidates.max(1),
             rng: Mutex::new(rng),
         })
+    }
+
+    /// Replaces every static route (the federation settings changed at run time). Look-ups
+    /// already under way finish with the routes they started with.
+    pub fn set_static_routes(&self, routes: HashMap<String, Vec<StaticRoute>>) {
+        let routes = routes
+            .into_iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(d, r)| (normalize_host(&d), r))
+            .collect();
+        *self
+            .static_routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = routes;
+    }
+
+    /// The static routes of `domain` (normalized), if it has any.
+    fn static_routes_of(&self, domain: &str) -> Option<Vec<StaticRoute>> {
+        self.static_routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(domain)
+            .cloned()
     }
 
     /// Locates the XMPP servers of `domain` for a server-to-server connection.
@@ -220,9 +245,9 @@ impl Locator {
     }
 
     async fn xmpp_inner(&self, domain: &str) -> Result<Vec<Candidate>, Error> {
-        if let Some(routes) = self.static_routes.get(domain) {
+        if let Some(routes) = self.static_routes_of(domain) {
             return self
-                .resolve(domain, static_pending(routes, Proto::Xmpp))
+                .resolve(domain, static_pending(&routes, Proto::Xmpp))
                 .await;
         }
         if let Ok(ip) = domain.parse::<IpAddr>() {
@@ -273,9 +298,9 @@ impl Locator {
     }
 
     async fn sip_inner(&self, domain: &str, prefs: &[Transport]) -> Result<Vec<Candidate>, Error> {
-        if let Some(routes) = self.static_routes.get(domain) {
+        if let Some(routes) = self.static_routes_of(domain) {
             return self
-                .resolve(domain, static_pending(routes, Proto::Sip(prefs)))
+                .resolve(domain, static_pending(&routes, Proto::Sip(prefs)))
                 .await;
         }
         if let Ok(ip) = domain.parse::<IpAddr>() {
@@ -694,6 +719,33 @@ mod tests {
             s.iter().map(|p| (p.port, p.transport)).collect::<Vec<_>>(),
             vec![(5060, Transport::Tcp), (7, Transport::Udp)]
         );
+    }
+
+    #[tokio::test]
+    async fn static_routes_are_replaced_at_run_time() {
+        let mut c = LocatorConfig::default();
+        c.nameservers.push("127.0.0.1:9".parse().unwrap());
+        c.add_static_route("a.test", "127.0.0.5:5999".parse().unwrap());
+        let l = Locator::new(c).unwrap();
+        let ports = |r: Result<Vec<Candidate>, Error>| -> Vec<u16> {
+            r.map(|c| c.iter().map(|c| c.port).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(ports(l.xmpp_server("a.test").await), vec![5999]);
+        let mut m = HashMap::new();
+        m.insert(
+            "B.Test.".to_string(),
+            vec!["127.0.0.6:6000".parse().unwrap()],
+        );
+        m.insert("c.test".to_string(), vec![]);
+        l.set_static_routes(m);
+        assert_eq!(ports(l.xmpp_server("b.test").await), vec![6000]);
+        assert_eq!(
+            ports(l.sip_server("b.test", &[Transport::Tcp]).await),
+            vec![6000]
+        );
+        assert!(l.static_routes_of("a.test").is_none());
+        assert!(l.static_routes_of("c.test").is_none());
     }
 
     #[test]

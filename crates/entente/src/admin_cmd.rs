@@ -60,13 +60,108 @@ enum AdminCmd {
         #[arg(value_name = "JID")]
         jid: String,
     },
-    /// List the configured federation: the XMPP policy and every foreign domain (SIP peers
-    /// are the permitted SIP domains), with profile, transport, TLS and routes.
+    /// List the federation in effect: the XMPP policy and every foreign domain (SIP peers
+    /// are the permitted SIP domains), with profile, transport, TLS, routes and where the
+    /// settings come from (the file or the API); or change a domain (`set`, `remove`, `reset`).
     Domains {
         /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<DomainsAction>,
     },
+    /// Show or change the XMPP federation policy (open, allowlist or denylist, and its
+    /// domains). A policy set here replaces the configuration file's until `reset`.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DomainsAction {
+    /// Set a foreign domain's settings (replacing the file's for that domain); in effect at
+    /// once and kept across restarts. Fields not given take their defaults.
+    Set {
+        /// The foreign domain.
+        #[arg(value_name = "DOMAIN")]
+        name: String,
+        /// `xmpp` or `sip`.
+        #[arg(long)]
+        protocol: String,
+        /// XMPP: `required`, `optional` or `never`.
+        #[arg(long)]
+        tls: Option<String>,
+        /// A static route (repeatable): `host:port`, `tls://host:port`, SIP also `tcp://…`.
+        #[arg(long = "route", value_name = "ROUTE")]
+        routes: Vec<String>,
+        /// The presence profile (XMPP: `webex`, `sametime`, …; SIP: `lync`, `moc`, `aol`,
+        /// `simple`).
+        #[arg(long)]
+        profile: Option<String>,
+        /// SIP: `tls` or `tcp`.
+        #[arg(long)]
+        transport: Option<String>,
+        /// SIP: whether a certificate for the domain is required (`true` or `false`).
+        #[arg(long, value_name = "BOOL")]
+        mutual_tls: Option<bool>,
+        /// SIP: a source address that authenticates the peer (repeatable).
+        #[arg(long = "source-addr", value_name = "IP")]
+        source_addrs: Vec<String>,
+        /// SIP: `session` or `page`.
+        #[arg(long)]
+        im: Option<String>,
+    },
+    /// Remove a foreign domain (also one the configuration file lists).
+    Remove {
+        /// The foreign domain.
+        #[arg(value_name = "DOMAIN")]
+        name: String,
+    },
+    /// Forget what `set` or `remove` did for a domain: the file's settings apply again.
+    Reset {
+        /// The foreign domain.
+        #[arg(value_name = "DOMAIN")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Print the policy in effect.
+    Get {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the policy: `open`, `allowlist DOMAIN…` or `denylist DOMAIN…`.
+    Set {
+        /// `open`, `allowlist` or `denylist`.
+        #[arg(value_name = "POLICY")]
+        mode: String,
+        /// The domains the policy names.
+        #[arg(value_name = "DOMAINS")]
+        names: Vec<String>,
+    },
+    /// Drop the policy set through the API: the file's applies again.
+    Reset,
+}
+
+fn print_policy(p: &admin::FederationPolicyBody) {
+    println!(
+        "policy {}{} (from the {})",
+        p.policy,
+        if p.domains.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", p.domains.join(", "))
+        },
+        if p.source == "api" {
+            "admin API"
+        } else {
+            "configuration file"
+        }
+    );
 }
 
 /// What the CLI needs to reach the API.
@@ -115,7 +210,93 @@ pub async fn run(cfg: &Config, args: AdminArgs) -> Result<()> {
             call(&target, "DELETE", &path).await?;
             println!("disconnected {jid}");
         }
-        AdminCmd::Domains { json } => {
+        AdminCmd::Domains {
+            action: Some(action),
+            ..
+        } => match action {
+            DomainsAction::Set {
+                name,
+                protocol,
+                tls,
+                routes,
+                profile,
+                transport,
+                mutual_tls,
+                source_addrs,
+                im,
+            } => {
+                let mut m = serde_json::Map::new();
+                m.insert("protocol".into(), protocol.into());
+                let mut opt = |k: &str, v: Option<serde_json::Value>| {
+                    if let Some(v) = v {
+                        m.insert(k.into(), v);
+                    }
+                };
+                opt("tls", tls.map(Into::into));
+                opt("profile", profile.map(Into::into));
+                opt("transport", transport.map(Into::into));
+                opt("mutual_tls", mutual_tls.map(Into::into));
+                opt("im", im.map(Into::into));
+                opt("routes", (!routes.is_empty()).then(|| routes.into()));
+                opt(
+                    "source_addrs",
+                    (!source_addrs.is_empty()).then(|| source_addrs.into()),
+                );
+                let body = serde_json::to_vec(&m)?;
+                let answer = call_with(&target, "PUT", &admin::domain_path(&name), &body).await?;
+                let d: admin::FederatedDomain = serde_json::from_slice(&answer)
+                    .context("the server's answer is not a federated domain")?;
+                println!(
+                    "{} set: {} transport={} routes={}",
+                    d.domain,
+                    d.protocol,
+                    d.transport,
+                    if d.routes.is_empty() {
+                        "dns".to_string()
+                    } else {
+                        d.routes.join(",")
+                    }
+                );
+            }
+            DomainsAction::Remove { name } => {
+                call(&target, "DELETE", &admin::domain_path(&name)).await?;
+                println!("removed {name}");
+            }
+            DomainsAction::Reset { name } => {
+                call(&target, "DELETE", &admin::domain_override_path(&name)).await?;
+                println!("{name}: the configuration file's settings apply again");
+            }
+        },
+        AdminCmd::Policy { action } => match action {
+            PolicyAction::Get { json } => {
+                let body = call(&target, "GET", admin::FEDERATION_POLICY_PATH).await?;
+                let p: admin::FederationPolicyBody = serde_json::from_slice(&body)
+                    .context("the server's answer is not a federation policy")?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&p)?);
+                } else {
+                    print_policy(&p);
+                }
+            }
+            PolicyAction::Set { mode, names } => {
+                let body = serde_json::to_vec(&serde_json::json!({
+                    "policy": mode,
+                    "domains": names,
+                }))?;
+                let answer =
+                    call_with(&target, "PUT", admin::FEDERATION_POLICY_PATH, &body).await?;
+                let p: admin::FederationPolicyBody = serde_json::from_slice(&answer)
+                    .context("the server's answer is not a federation policy")?;
+                print_policy(&p);
+            }
+            PolicyAction::Reset => {
+                let answer = call(&target, "DELETE", admin::FEDERATION_POLICY_PATH).await?;
+                let p: admin::FederationPolicyBody = serde_json::from_slice(&answer)
+                    .context("the server's answer is not a federation policy")?;
+                print_policy(&p);
+            }
+        },
+        AdminCmd::Domains { json, action: None } => {
             let body = call(&target, "GET", admin::DOMAINS_PATH).await?;
             let d: admin::FederatedDomains = serde_json::from_slice(&body)
                 .context("the server's answer is not a list of federated domains")?;
@@ -138,7 +319,7 @@ pub async fn run(cfg: &Config, args: AdminArgs) -> Result<()> {
                 );
                 for x in &d.domains {
                     println!(
-                        "{}\t{}\tprofile={}\ttransport={}{}\troutes={}",
+                        "{}\t{}\tprofile={}\ttransport={}{}\troutes={}\tsource={}",
                         x.domain,
                         x.protocol,
                         x.profile.as_deref().unwrap_or("-"),
@@ -150,8 +331,12 @@ pub async fn run(cfg: &Config, args: AdminArgs) -> Result<()> {
                             "dns".to_string()
                         } else {
                             x.routes.join(",")
-                        }
+                        },
+                        x.source
                     );
+                }
+                for r in &d.removed {
+                    println!("{r}\tremoved through the admin API");
                 }
             }
         }
@@ -288,8 +473,14 @@ fn parse_url(url: &str) -> Result<(String, u16, String)> {
     Ok((host, port, base.to_string()))
 }
 
-/// One request; returns the body of a 2xx answer, or fails with the API's error message.
+/// One request without a body; returns the body of a 2xx answer, or fails with the API's
+/// error message.
 async fn call(t: &Target, method: &str, path: &str) -> Result<Vec<u8>> {
+    call_with(t, method, path, &[]).await
+}
+
+/// One request with a JSON body (none when empty).
+async fn call_with(t: &Target, method: &str, path: &str, body: &[u8]) -> Result<Vec<u8>> {
     let where_ = format!("{}:{}", t.host, t.port);
     let exchange = async {
         let mut sock = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
@@ -303,14 +494,20 @@ async fn call(t: &Target, method: &str, path: &str) -> Result<Vec<u8>> {
             where_.clone()
         };
         let mut req = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: entente-cli\r\nAccept: */*\r\nConnection: close\r\nContent-Length: 0\r\n",
-            t.base
+            "{method} {}{path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: entente-cli\r\nAccept: */*\r\nConnection: close\r\nContent-Length: {}\r\n",
+            t.base,
+            body.len()
         );
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
         if let Some(tok) = &t.token {
             req.push_str(&format!("Authorization: Bearer {tok}\r\n"));
         }
         req.push_str("\r\n");
-        sock.write_all(req.as_bytes()).await?;
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        sock.write_all(&bytes).await?;
         let mut raw = Vec::new();
         sock.read_to_end(&mut raw).await?;
         Ok::<_, anyhow::Error>(raw)

@@ -414,6 +414,11 @@ async fn policy_cmd(cfg: Config, cmd: PolicyCmd) -> Result<()> {
     use entente_model::policy::{Rule, Target};
     let store = open_store(&cfg).await?;
     let hub = entente_server::Hub::new(std::sync::Arc::new(cfg.clone()), store.clone());
+    // The federation policy set through the admin API, if any, is in the store.
+    hub.federation
+        .reload()
+        .await
+        .context("reading the federation settings made through the admin API")?;
     match cmd {
         PolicyCmd::Admin => {
             let a = hub.admin_policy();

@@ -67,16 +67,7 @@ pub const METRICS_PATH: &str = "/metrics";
 
 /// The path that drains the links with `peer` (`POST`); `peer` is percent-encoded.
 pub fn drain_path(peer: &str) -> String {
-    let mut p = String::from("/api/federation/links/");
-    for b in peer.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
-            p.push(char::from(b));
-        } else {
-            p.push_str(&format!("%{b:02X}"));
-        }
-    }
-    p.push_str("/drain");
-    p
+    format!("/api/federation/links/{}/drain", percent_encode(peer))
 }
 
 /// Every error answer's body.
@@ -268,6 +259,20 @@ fn router(services: Services, token: Vec<u8>) -> Router {
         .route(METRICS_PATH, get(metrics))
         .route(LINKS_PATH, get(links_list))
         .route(DOMAINS_PATH, get(domains_list))
+        .route(
+            "/api/federation/domains/{domain}",
+            put(domain_put).delete(domain_delete),
+        )
+        .route(
+            "/api/federation/domains/{domain}/override",
+            delete(domain_override_delete),
+        )
+        .route(
+            FEDERATION_POLICY_PATH,
+            get(federation_policy_get)
+                .put(federation_policy_put)
+                .delete(federation_policy_delete),
+        )
         .route("/api/federation/links/{domain}/drain", post(links_drain))
         .route("/api/users", get(users_list).post(user_create))
         .route("/api/users/{name}", delete(user_delete))
@@ -792,6 +797,8 @@ pub struct FederatedDomain {
     pub source_addrs: Vec<String>,
     /// SIP: `session` or `page`.
     pub im: Option<String>,
+    /// `config` (the file) or `api` (set through the admin API).
+    pub source: String,
 }
 
 /// The federation settings: the XMPP policy and every configured domain.
@@ -803,36 +810,74 @@ pub struct FederatedDomains {
     pub xmpp_policy: String,
     /// The allowlist or denylist.
     pub xmpp_policy_domains: Vec<String>,
+    /// `config` or `api`: where the policy comes from.
+    pub xmpp_policy_source: String,
     /// Whether SIP is on (only the SIP domains listed here are permitted).
     pub sip_enabled: bool,
     pub domains: Vec<FederatedDomain>,
+    /// Domains the configuration file lists and the admin API removed.
+    pub removed: Vec<String>,
 }
 
-async fn domains_list(State(st): St) -> Json<FederatedDomains> {
-    use crate::config::{FederationPolicy, ImMode, PeerTls, SipPeerTransport};
-    let cfg = &st.hub.cfg;
-    let mut domains: Vec<FederatedDomain> = cfg
-        .sip
-        .peer
-        .iter()
-        .map(|p| FederatedDomain {
-            domain: p.domain.clone(),
-            protocol: "sip".into(),
-            profile: Some(p.presence_profile().name().to_string()),
-            transport: match p.transport {
-                SipPeerTransport::Tls => "tls".into(),
-                SipPeerTransport::Tcp => "tcp".into(),
-            },
-            mutual_tls: Some(p.requires_mutual_tls()),
-            routes: p.routes.clone(),
-            source_addrs: p.source_addrs.iter().map(ToString::to_string).collect(),
-            im: Some(match p.im_mode() {
-                ImMode::Session => "session".into(),
-                ImMode::Page => "page".into(),
-            }),
-        })
-        .collect();
-    domains.extend(cfg.s2s.peer.iter().map(|p| FederatedDomain {
+/// The path of one federated domain (`PUT`, `DELETE`); `domain` is percent-encoded.
+pub fn domain_path(domain: &str) -> String {
+    format!("{DOMAINS_PATH}/{}", percent_encode(domain))
+}
+
+/// The path that drops the API's override of a domain (`DELETE`).
+pub fn domain_override_path(domain: &str) -> String {
+    format!("{}/override", domain_path(domain))
+}
+
+/// The path of the federation policy (`GET`, `PUT`, `DELETE`).
+pub const FEDERATION_POLICY_PATH: &str = "/api/federation/policy";
+
+fn percent_encode(s: &str) -> String {
+    let mut p = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
+            p.push(char::from(b));
+        } else {
+            p.push_str(&format!("%{b:02X}"));
+        }
+    }
+    p
+}
+
+/// `GET`/`PUT /api/federation/policy`: the XMPP federation policy in effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationPolicyBody {
+    /// `open`, `allowlist` or `denylist`.
+    pub policy: String,
+    pub domains: Vec<String>,
+    /// `config` (the file's) or `api` (set through the API).
+    pub source: String,
+}
+
+fn sip_domain_entry(p: &crate::config::SipPeerConfig, source: &str) -> FederatedDomain {
+    use crate::config::{ImMode, SipPeerTransport};
+    FederatedDomain {
+        domain: p.domain.clone(),
+        protocol: "sip".into(),
+        profile: Some(p.presence_profile().name().to_string()),
+        transport: match p.transport {
+            SipPeerTransport::Tls => "tls".into(),
+            SipPeerTransport::Tcp => "tcp".into(),
+        },
+        mutual_tls: Some(p.requires_mutual_tls()),
+        routes: p.routes.clone(),
+        source_addrs: p.source_addrs.iter().map(ToString::to_string).collect(),
+        im: Some(match p.im_mode() {
+            ImMode::Session => "session".into(),
+            ImMode::Page => "page".into(),
+        }),
+        source: source.into(),
+    }
+}
+
+fn xmpp_domain_entry(p: &crate::config::PeerConfig, source: &str) -> FederatedDomain {
+    use crate::config::PeerTls;
+    FederatedDomain {
         domain: p.domain.clone(),
         protocol: "xmpp".into(),
         profile: p.profile.clone(),
@@ -845,19 +890,116 @@ async fn domains_list(State(st): St) -> Json<FederatedDomains> {
         routes: p.routes.clone(),
         source_addrs: Vec::new(),
         im: None,
-    }));
+        source: source.into(),
+    }
+}
+
+async fn domains_list(State(st): St) -> Json<FederatedDomains> {
+    let cfg = &st.hub.cfg;
+    let fed = st.hub.federation.view();
+    let mut domains: Vec<FederatedDomain> = fed
+        .sip
+        .iter()
+        .map(|(p, src)| sip_domain_entry(p, src.as_str()))
+        .collect();
+    domains.extend(
+        fed.xmpp
+            .iter()
+            .map(|(p, src)| xmpp_domain_entry(p, src.as_str())),
+    );
     domains.sort_by(|a, b| a.domain.cmp(&b.domain));
     Json(FederatedDomains {
         xmpp_enabled: cfg.s2s.enabled,
-        xmpp_policy: match cfg.s2s.policy {
-            FederationPolicy::Open => "open".into(),
-            FederationPolicy::Allowlist => "allowlist".into(),
-            FederationPolicy::Denylist => "denylist".into(),
-        },
-        xmpp_policy_domains: cfg.s2s.domains.clone(),
+        xmpp_policy: crate::federation::policy_name(fed.policy).into(),
+        xmpp_policy_domains: fed.policy_domains.clone(),
+        xmpp_policy_source: fed.policy_source.as_str().into(),
         sip_enabled: cfg.sip.enabled,
         domains,
+        removed: fed.removed.clone(),
     })
+}
+
+impl From<crate::federation::FederationError> for ApiError {
+    fn from(e: crate::federation::FederationError) -> ApiError {
+        use crate::federation::FederationError as E;
+        match e {
+            E::Invalid(m) => ApiError::bad(m),
+            E::NotFound(m) => ApiError::not_found(m),
+            E::Store(s) => s.into(),
+        }
+    }
+}
+
+async fn domain_put(
+    State(st): St,
+    Path(domain): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<FederatedDomain>> {
+    let m = body_object(&body)?;
+    let (domain, view) = st.hub.federation.set_domain(&domain, m).await?;
+    let same = |d: &str| d.trim_end_matches('.').eq_ignore_ascii_case(&domain);
+    let entry = view
+        .xmpp
+        .iter()
+        .find(|(p, _)| same(&p.domain))
+        .map(|(p, s)| xmpp_domain_entry(p, s.as_str()))
+        .or_else(|| {
+            view.sip
+                .iter()
+                .find(|(p, _)| same(&p.domain))
+                .map(|(p, s)| sip_domain_entry(p, s.as_str()))
+        })
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the settings were stored but are not in effect; see the server log".into(),
+            )
+        })?;
+    tracing::info!(domain = %entry.domain, protocol = %entry.protocol, "admin API: set a federated domain");
+    Ok(Json(entry))
+}
+
+async fn domain_delete(State(st): St, Path(domain): Path<String>) -> ApiResult<StatusCode> {
+    st.hub.federation.remove_domain(&domain).await?;
+    tracing::info!(%domain, "admin API: removed a federated domain");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn domain_override_delete(
+    State(st): St,
+    Path(domain): Path<String>,
+) -> ApiResult<StatusCode> {
+    st.hub.federation.clear_domain(&domain).await?;
+    tracing::info!(%domain, "admin API: dropped a federated domain's override");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn policy_body(view: &crate::federation::FederationView) -> FederationPolicyBody {
+    FederationPolicyBody {
+        policy: crate::federation::policy_name(view.policy).into(),
+        domains: view.policy_domains.clone(),
+        source: view.policy_source.as_str().into(),
+    }
+}
+
+async fn federation_policy_get(State(st): St) -> Json<FederationPolicyBody> {
+    Json(policy_body(&st.hub.federation.view()))
+}
+
+async fn federation_policy_put(
+    State(st): St,
+    body: Bytes,
+) -> ApiResult<Json<FederationPolicyBody>> {
+    let m = body_object(&body)?;
+    let view = st.hub.federation.set_policy(&m).await?;
+    tracing::info!(policy = crate::federation::policy_name(view.policy), domains = ?view.policy_domains, "admin API: set the federation policy");
+    Ok(Json(policy_body(&view)))
+}
+
+async fn federation_policy_delete(State(st): St) -> ApiResult<Json<FederationPolicyBody>> {
+    let view = st.hub.federation.clear_policy().await?;
+    tracing::info!("admin API: the federation policy is the file's again");
+    Ok(Json(policy_body(&view)))
 }
 
 async fn openapi() -> Json<Value> {
@@ -883,27 +1025,40 @@ pub fn openapi_document() -> Value {
     let unauthorized = err("no or a wrong bearer token");
     let domains_schema = json!({
         "type": "object",
-        "required": ["xmpp_enabled", "xmpp_policy", "xmpp_policy_domains", "sip_enabled", "domains"],
+        "required": ["xmpp_enabled", "xmpp_policy", "xmpp_policy_domains", "xmpp_policy_source",
+                     "sip_enabled", "domains", "removed"],
         "properties": {
             "xmpp_enabled": { "type": "boolean" },
             "xmpp_policy": { "type": "string", "enum": ["open", "allowlist", "denylist"] },
             "xmpp_policy_domains": { "type": "array", "items": { "type": "string" } },
+            "xmpp_policy_source": { "type": "string", "enum": ["config", "api"] },
             "sip_enabled": { "type": "boolean" },
-            "domains": { "type": "array", "items": {
-                "type": "object",
-                "required": ["domain", "protocol", "transport", "routes", "source_addrs"],
-                "properties": {
-                    "domain": { "type": "string" },
-                    "protocol": { "type": "string", "enum": ["sip", "xmpp"] },
-                    "profile": { "type": "string", "nullable": true },
-                    "transport": { "type": "string" },
-                    "mutual_tls": { "type": "boolean", "nullable": true },
-                    "routes": { "type": "array", "items": { "type": "string" } },
-                    "source_addrs": { "type": "array", "items": { "type": "string" } },
-                    "im": { "type": "string", "nullable": true, "enum": ["session", "page", null] }
-                }
-            }}
+            "domains": { "type": "array", "items": { "$ref": "#/components/schemas/FederatedDomain" } },
+            "removed": {
+                "type": "array", "items": { "type": "string" },
+                "description": "domains the configuration file lists and the API removed"
+            }
         }
+    });
+    let domain_param = json!({
+        "name": "domain", "in": "path", "required": true,
+        "description": "the foreign domain",
+        "schema": { "type": "string" }
+    });
+    // Any presence profile names an XMPP peer's; SIP peers take the non-XMPP ones.
+    let mut xmpp_profiles: Vec<Value> = entente_model::availability::Profile::ALL
+        .iter()
+        .map(|p| Value::from(p.name()))
+        .collect();
+    let sip_profiles: Vec<Value> = entente_model::availability::Profile::ALL
+        .iter()
+        .filter(|p| !p.is_xmpp())
+        .map(|p| Value::from(p.name()))
+        .collect();
+    xmpp_profiles.push(Value::Null);
+    let routes_schema = json!({
+        "type": "array", "items": { "type": "string" },
+        "description": "static routes tried before DNS: host:port, tls://host:port (SIP also tcp://host:port)"
     });
     json!({
         "openapi": "3.0.3",
@@ -919,6 +1074,52 @@ pub fn openapi_document() -> Value {
                 "Error": {
                     "type": "object", "required": ["error"],
                     "properties": { "error": { "type": "string" } }
+                },
+                "FederatedDomain": {
+                    "type": "object",
+                    "required": ["domain", "protocol", "transport", "routes", "source_addrs", "source"],
+                    "properties": {
+                        "domain": { "type": "string" },
+                        "protocol": { "type": "string", "enum": ["sip", "xmpp"] },
+                        "profile": { "type": "string", "nullable": true },
+                        "transport": { "type": "string", "enum": ["tls", "tcp", "required", "optional", "never"], "description": "SIP: tls or tcp; XMPP: the tls setting" },
+                        "mutual_tls": { "type": "boolean", "nullable": true },
+                        "routes": { "type": "array", "items": { "type": "string" } },
+                        "source_addrs": { "type": "array", "items": { "type": "string" } },
+                        "im": { "type": "string", "nullable": true, "enum": ["session", "page", null] },
+                        "source": { "type": "string", "enum": ["config", "api"] }
+                    }
+                },
+                "XmppDomainSettings": {
+                    "type": "object", "required": ["protocol"], "additionalProperties": false,
+                    "description": "the fields of [[s2s.peer]]",
+                    "properties": {
+                        "protocol": { "type": "string", "enum": ["xmpp"] },
+                        "tls": { "type": "string", "enum": ["required", "optional", "never"] },
+                        "routes": routes_schema.clone(),
+                        "profile": { "type": "string", "nullable": true, "enum": xmpp_profiles }
+                    }
+                },
+                "SipDomainSettings": {
+                    "type": "object", "required": ["protocol"], "additionalProperties": false,
+                    "description": "the fields of [[sip.peer]]; only when [sip] enabled",
+                    "properties": {
+                        "protocol": { "type": "string", "enum": ["sip"] },
+                        "profile": { "type": "string", "enum": sip_profiles, "description": "default simple" },
+                        "transport": { "type": "string", "enum": ["tls", "tcp"] },
+                        "mutual_tls": { "type": "boolean", "nullable": true },
+                        "routes": routes_schema,
+                        "source_addrs": { "type": "array", "items": { "type": "string" }, "description": "IP addresses; required with transport tcp" },
+                        "im": { "type": "string", "nullable": true, "enum": ["session", "page", null] }
+                    }
+                },
+                "FederationPolicy": {
+                    "type": "object", "required": ["policy", "domains", "source"],
+                    "properties": {
+                        "policy": { "type": "string", "enum": ["open", "allowlist", "denylist"] },
+                        "domains": { "type": "array", "items": { "type": "string" } },
+                        "source": { "type": "string", "enum": ["config", "api"] }
+                    }
                 },
                 "Rule": {
                     "type": "object", "required": ["target", "rule"],
@@ -988,12 +1189,79 @@ pub fn openapi_document() -> Value {
                 }
             }},
             "/api/federation/domains": { "get": {
-                "summary": "The configured federation: the XMPP policy and every foreign domain with settings (SIP peers are the permitted SIP domains). Read from the configuration file; change it there and restart.",
+                "summary": "The federation in effect: the XMPP policy and every foreign domain with settings (SIP peers are the permitted SIP domains): the configuration file's, with the changes made through this API on top",
                 "responses": {
-                    "200": ok_json("the federation settings", domains_schema.clone()),
+                    "200": ok_json("the federation settings", domains_schema),
                     "401": unauthorized.clone()
                 }
             }},
+            "/api/federation/domains/{domain}": {
+                "put": {
+                    "summary": "Set a foreign domain's settings (replacing the file's for that domain, in either protocol); in effect at once, and kept across restarts. Links with an XMPP domain whose settings changed are drained.",
+                    "parameters": [domain_param.clone()],
+                    "requestBody": body(json!({ "oneOf": [
+                        { "$ref": "#/components/schemas/XmppDomainSettings" },
+                        { "$ref": "#/components/schemas/SipDomainSettings" }
+                    ] })),
+                    "responses": {
+                        "200": ok_json("the domain's settings now", json!({ "$ref": "#/components/schemas/FederatedDomain" })),
+                        "400": err("invalid domain, body or field (the message names it)"),
+                        "401": unauthorized.clone()
+                    }
+                },
+                "delete": {
+                    "summary": "Remove a foreign domain (hides the file's entry too). A SIP domain is no longer permitted; an XMPP domain loses its settings (its permission is the policy's).",
+                    "parameters": [domain_param.clone()],
+                    "responses": {
+                        "204": no_content("removed"),
+                        "400": err("not a valid domain"),
+                        "401": unauthorized.clone(),
+                        "404": err("the domain has no settings")
+                    }
+                }
+            },
+            "/api/federation/domains/{domain}/override": { "delete": {
+                "summary": "Drop what the API set or removed for a domain: the file's settings (or none) apply again",
+                "parameters": [domain_param],
+                "responses": {
+                    "204": no_content("dropped"),
+                    "400": err("not a valid domain"),
+                    "401": unauthorized.clone(),
+                    "404": err("the API changed nothing for this domain")
+                }
+            }},
+            "/api/federation/policy": {
+                "get": {
+                    "summary": "The XMPP federation policy in effect, and where it comes from",
+                    "responses": {
+                        "200": ok_json("the policy", json!({ "$ref": "#/components/schemas/FederationPolicy" })),
+                        "401": unauthorized.clone()
+                    }
+                },
+                "put": {
+                    "summary": "Set the federation policy (replacing the file's); in effect at once, and kept across restarts. Links with domains no longer permitted are drained.",
+                    "requestBody": body(json!({
+                        "type": "object", "required": ["policy"], "additionalProperties": false,
+                        "properties": {
+                            "policy": { "type": "string", "enum": ["open", "allowlist", "denylist"] },
+                            "domains": { "type": "array", "items": { "type": "string" } }
+                        }
+                    })),
+                    "responses": {
+                        "200": ok_json("the policy now", json!({ "$ref": "#/components/schemas/FederationPolicy" })),
+                        "400": err("invalid body, policy or domain"),
+                        "401": unauthorized.clone()
+                    }
+                },
+                "delete": {
+                    "summary": "Drop the policy set through the API: the file's applies again",
+                    "responses": {
+                        "200": ok_json("the policy now", json!({ "$ref": "#/components/schemas/FederationPolicy" })),
+                        "401": unauthorized.clone(),
+                        "404": err("no policy was set through the API")
+                    }
+                }
+            },
             "/api/federation/links": { "get": {
                 "summary": "The live XMPP federation links (ours, out) and streams (the peers', in), and the open SIP connections",
                 "responses": {
@@ -1198,7 +1466,7 @@ mod tests {
     fn openapi_lists_every_route() {
         let doc = openapi_document();
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
-        assert_eq!(paths, 15);
+        assert_eq!(paths, 18);
     }
 
     #[test]

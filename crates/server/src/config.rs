@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,7 +91,7 @@ pub struct SipConfig {
 }
 
 /// One permitted foreign SIP domain.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SipPeerConfig {
     pub domain: String,
@@ -126,7 +126,7 @@ fn default_sip_profile() -> String {
 }
 
 /// How a SIP peer is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SipPeerTransport {
     #[default]
@@ -135,7 +135,7 @@ pub enum SipPeerTransport {
 }
 
 /// How instant messages are carried to a SIP peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImMode {
     Session,
@@ -143,6 +143,51 @@ pub enum ImMode {
 }
 
 impl SipPeerConfig {
+    /// Checks one `[[sip.peer]]` (also an admin API's) on its own; `key` prefixes the key in
+    /// errors, `own_domain` is this server's domain.
+    pub fn validate(&self, key: &str, own_domain: &str) -> Result<(), ConfigError> {
+        let invalid = |k: &str, message: String| ConfigError::Invalid {
+            key: format!("{key}{k}"),
+            message,
+        };
+        entente_model::jid::Jid::domain_only(&self.domain).map_err(|e| {
+            invalid(
+                "domain",
+                format!("{:?} is not a valid domain: {e}", self.domain),
+            )
+        })?;
+        if self.domain.eq_ignore_ascii_case(own_domain) {
+            return Err(invalid("domain", "that is this server's own domain".into()));
+        }
+        match self.profile.parse::<entente_model::availability::Profile>() {
+            Ok(prof) if !prof.is_xmpp() => {}
+            Ok(prof) => {
+                return Err(invalid(
+                    "profile",
+                    format!(
+                        "{} is an XMPP profile; SIP peers are lync, moc, aol or simple",
+                        prof.name()
+                    ),
+                ))
+            }
+            Err(e) => return Err(invalid("profile", e.to_string())),
+        }
+        for (j, r) in self.routes.iter().enumerate() {
+            r.parse::<entente_dns::StaticRoute>()
+                .map_err(|e| invalid(&format!("routes[{j}]"), e.to_string()))?;
+        }
+        if self.transport == SipPeerTransport::Tcp && self.source_addrs.is_empty() {
+            return Err(invalid(
+                "source_addrs",
+                "a plain-TCP peer is authenticated by its source addresses: list them".into(),
+            ));
+        }
+        if self.transport == SipPeerTransport::Tcp && self.mutual_tls == Some(true) {
+            return Err(invalid("mutual_tls", "needs transport = \"tls\"".into()));
+        }
+        Ok(())
+    }
+
     /// The parsed presence profile (validated on load; `simple` if somehow not).
     pub fn presence_profile(&self) -> entente_model::availability::Profile {
         self.profile
@@ -269,7 +314,7 @@ impl Default for S2sConfig {
 }
 
 /// The admin's federation policy (the seed's "Presence Subscriptions and Blocking Levels").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FederationPolicy {
     /// Any domain may federate.
@@ -281,7 +326,7 @@ pub enum FederationPolicy {
 }
 
 /// Settings for one foreign domain.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     pub domain: String,
@@ -299,6 +344,30 @@ pub struct PeerConfig {
 }
 
 impl PeerConfig {
+    /// Checks one `[[s2s.peer]]` (also an admin API's): `key` prefixes the key in errors.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let invalid = |k: &str, message: String| ConfigError::Invalid {
+            key: format!("{key}{k}"),
+            message,
+        };
+        entente_model::jid::Jid::domain_only(&self.domain)
+            .map_err(|e| invalid("domain", format!("{:?}: {e}", self.domain)))?;
+        if let Some(prof) = &self.profile {
+            prof.parse::<entente_model::availability::Profile>()
+                .map_err(|_| {
+                    invalid(
+                        "profile",
+                        format!("{prof:?}: use xmpp, fed-xmpp, sametime or webex"),
+                    )
+                })?;
+        }
+        for (j, r) in self.routes.iter().enumerate() {
+            r.parse::<entente_dns::StaticRoute>()
+                .map_err(|e| invalid(&format!("routes[{j}]"), format!("{r:?}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// The parsed profile (validated when the configuration is loaded).
     pub fn presence_profile(&self) -> Option<entente_model::availability::Profile> {
         self.profile.as_deref().and_then(|p| p.parse().ok())
@@ -309,7 +378,7 @@ fn default_peer_tls() -> PeerTls {
     PeerTls::Required
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerTls {
     Required,
@@ -588,26 +657,7 @@ impl Config {
                 .map_err(|e| invalid(&format!("s2s.domains[{i}]"), format!("{d:?}: {e}")))?;
         }
         for (i, p) in self.s2s.peer.iter().enumerate() {
-            entente_model::jid::Jid::domain_only(&p.domain).map_err(|e| {
-                invalid(
-                    &format!("s2s.peer[{i}].domain"),
-                    format!("{:?}: {e}", p.domain),
-                )
-            })?;
-            if let Some(prof) = &p.profile {
-                prof.parse::<entente_model::availability::Profile>()
-                    .map_err(|_| {
-                        invalid(
-                            &format!("s2s.peer[{i}].profile"),
-                            format!("{prof:?}: use xmpp, fed-xmpp, sametime or webex"),
-                        )
-                    })?;
-            }
-            for (j, r) in p.routes.iter().enumerate() {
-                r.parse::<entente_dns::StaticRoute>().map_err(|e| {
-                    invalid(&format!("s2s.peer[{i}].routes[{j}]"), format!("{r:?}: {e}"))
-                })?;
-            }
+            p.validate(&format!("s2s.peer[{i}]."))?;
         }
         for (i, n) in self.dns.nameservers.iter().enumerate() {
             n.parse::<SocketAddr>().map_err(|e| {
@@ -719,18 +769,7 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, p) in s.peer.iter().enumerate() {
             let key = |k: &str| format!("sip.peer[{i}].{k}");
-            entente_model::jid::Jid::domain_only(&p.domain).map_err(|e| {
-                invalid(
-                    &key("domain"),
-                    format!("{:?} is not a valid domain: {e}", p.domain),
-                )
-            })?;
-            if p.domain.eq_ignore_ascii_case(&self.domain) {
-                return Err(invalid(
-                    &key("domain"),
-                    "that is this server's own domain".into(),
-                ));
-            }
+            p.validate(&format!("sip.peer[{i}]."), &self.domain)?;
             if !seen.insert(p.domain.to_ascii_lowercase()) {
                 return Err(invalid(
                     &key("domain"),
@@ -744,35 +783,6 @@ impl Config {
                         "{} is also an [[s2s.peer]]: a domain federates over SIP or XMPP, not both",
                         p.domain
                     ),
-                ));
-            }
-            match p.profile.parse::<entente_model::availability::Profile>() {
-                Ok(prof) if !prof.is_xmpp() => {}
-                Ok(prof) => {
-                    return Err(invalid(
-                        &key("profile"),
-                        format!(
-                            "{} is an XMPP profile; SIP peers are lync, moc, aol or simple",
-                            prof.name()
-                        ),
-                    ))
-                }
-                Err(e) => return Err(invalid(&key("profile"), e.to_string())),
-            }
-            for (j, r) in p.routes.iter().enumerate() {
-                r.parse::<entente_dns::StaticRoute>()
-                    .map_err(|e| invalid(&format!("sip.peer[{i}].routes[{j}]"), e.to_string()))?;
-            }
-            if p.transport == SipPeerTransport::Tcp && p.source_addrs.is_empty() {
-                return Err(invalid(
-                    &key("source_addrs"),
-                    "a plain-TCP peer is authenticated by its source addresses: list them".into(),
-                ));
-            }
-            if p.transport == SipPeerTransport::Tcp && p.mutual_tls == Some(true) {
-                return Err(invalid(
-                    &key("mutual_tls"),
-                    "needs transport = \"tls\"".into(),
                 ));
             }
         }

@@ -31,6 +31,8 @@ pub struct Hub {
     pub store: Store,
     pub sessions: Sessions,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The federation in effect: the file's with the admin API's changes.
+    pub federation: Arc<crate::federation::Federation>,
     remote: Arc<dyn RemoteRouter>,
     /// Block lists by bare JID, loaded on first use. Changed through this hub, an entry is
     /// dropped at once; another cluster node may change it too, so entries expire after
@@ -55,6 +57,7 @@ type Res<T> = Result<T, entente_store::StoreError>;
 impl Hub {
     pub fn new(cfg: Arc<Config>, store: Store) -> Hub {
         Hub {
+            federation: crate::federation::Federation::new(cfg.clone(), store.clone()),
             cfg,
             store,
             sessions: Sessions::default(),
@@ -1325,17 +1328,18 @@ impl Hub {
         self.rules.remove(user);
     }
 
-    /// The admin layer of the policy, from the configuration.
+    /// The admin layer of the policy, from the federation in effect.
     pub fn admin_policy(&self) -> policy::AdminPolicy {
         use crate::config::{DefaultPolicy, FederationPolicy};
-        // `[[sip.peer]]` domains are the permitted SIP domains, whatever the XMPP policy lists.
+        let fed = self.federation.view();
+        // SIP peers are the permitted SIP domains, whatever the XMPP policy lists.
         let sip: Vec<String> = if self.cfg.sip.enabled {
-            self.cfg.sip.peer.iter().map(|p| p.domain.clone()).collect()
+            fed.sip.iter().map(|(p, _)| p.domain.clone()).collect()
         } else {
             Vec::new()
         };
-        let mut domains = self.cfg.s2s.domains.clone();
-        match self.cfg.s2s.policy {
+        let mut domains = fed.policy_domains.clone();
+        match fed.policy {
             FederationPolicy::Allowlist => domains.extend(sip),
             FederationPolicy::Denylist => {
                 domains.retain(|d| !sip.iter().any(|s| s.eq_ignore_ascii_case(d)))
@@ -1344,7 +1348,7 @@ impl Hub {
         }
         policy::AdminPolicy {
             local_domains: vec![self.cfg.domain.clone()],
-            federation: match self.cfg.s2s.policy {
+            federation: match fed.policy {
                 FederationPolicy::Open => policy::FederationRule::Open,
                 FederationPolicy::Allowlist => policy::FederationRule::Allowlist(domains),
                 FederationPolicy::Denylist => policy::FederationRule::Denylist(domains),

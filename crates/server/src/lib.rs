@@ -9,6 +9,7 @@ pub mod c2s;
 pub mod cache;
 pub mod check;
 pub mod config;
+pub mod federation;
 pub mod hub;
 pub mod metrics;
 pub mod presence_map;
@@ -29,8 +30,8 @@ use tokio::task::JoinSet;
 pub use config::Config;
 pub use hub::Hub;
 
-/// The locator SIP federation uses: the `[dns]` settings (SIP static routes come with SIP
-/// federation).
+/// The locator SIP federation uses: the `[dns]` settings (the SIP peers' static routes come
+/// from [`federation::Federation::register_locator`]).
 fn sip_locator(cfg: &Config) -> Result<entente_dns::Locator> {
     let mut lc = entente_dns::LocatorConfig::default();
     for n in &cfg.dns.nameservers {
@@ -39,14 +40,6 @@ fn sip_locator(cfg: &Config) -> Result<entente_dns::Locator> {
     }
     if let Some(t) = cfg.dns.timeout_secs {
         lc.query_timeout = std::time::Duration::from_secs(t.max(1));
-    }
-    for p in &cfg.sip.peer {
-        for r in &p.routes {
-            let route = r
-                .parse::<entente_dns::StaticRoute>()
-                .with_context(|| format!("sip.peer {}: routes", p.domain))?;
-            lc.add_static_route(&p.domain, route);
-        }
     }
     entente_dns::Locator::new(lc).context("setting up the DNS resolver for SIP")
 }
@@ -87,11 +80,23 @@ impl Server {
             tracing::info!(cert = %paths.cert.display(), "generated a self-signed certificate");
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&paths)?);
-        let s2s = s2s::S2s::new(cfg.clone(), tls::Identity::load(&paths)?)?;
         let mut hub = Hub::new(cfg.clone(), store);
-        let gateway = cfg.sip.enabled.then(|| sipfed::Gateway::new(cfg.clone()));
+        let federation = hub.federation.clone();
+        federation
+            .reload()
+            .await
+            .context("reading the federation settings made through the admin API")?;
+        let s2s = s2s::S2s::new(
+            cfg.clone(),
+            federation.clone(),
+            tls::Identity::load(&paths)?,
+        )?;
+        let gateway = cfg
+            .sip
+            .enabled
+            .then(|| sipfed::Gateway::new(cfg.clone(), federation.clone()));
         hub.set_remote(Arc::new(sipfed::FederationRouter {
-            cfg: cfg.clone(),
+            federation: federation.clone(),
             xmpp: s2s.clone(),
             sip: gateway.clone(),
         }));
@@ -99,6 +104,8 @@ impl Server {
         s2s.set_hub(&hub);
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        tasks.spawn(federation.clone().run_poller(rx.clone()));
+        tasks.spawn(s2s.clone().follow_federation(rx.clone()));
         let mut c2s_addrs = Vec::new();
         for addr in &cfg.c2s.listen {
             let listener = TcpListener::bind(addr)
@@ -131,10 +138,12 @@ impl Server {
         let mut sip_addrs = Vec::new();
         let mut sip = None;
         if let Some(gateway) = gateway.clone() {
+            let locator = Arc::new(sip_locator(&cfg)?);
+            federation.register_locator(federation::RouteKind::Sip, locator.clone());
             let started = sip::start(
                 &cfg,
                 Some(tls::Identity::load(&paths)?),
-                Some(Arc::new(sip_locator(&cfg)?)),
+                Some(locator),
                 gateway.clone(),
                 rx.clone(),
                 &mut tasks,

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use entente_dns::{Candidate, Locator};
 use entente_model::jid::Jid;
 use entente_xmpp_proto::element::{Node, NS_CLIENT, NS_SERVER};
@@ -164,7 +164,10 @@ async fn drained(rx: &mut watch::Receiver<bool>) {
 /// The federation service; the hub's [`RemoteRouter`].
 pub struct S2s {
     cfg: Arc<Config>,
-    locator: Locator,
+    /// The federation in effect (policy, per-domain settings); static routes reach `locator`
+    /// through it.
+    federation: Arc<crate::federation::Federation>,
+    locator: Arc<Locator>,
     roots: Arc<RootCertStore>,
     id: Identity,
     secret: String,
@@ -187,7 +190,11 @@ struct LinkTx {
 }
 
 impl S2s {
-    pub fn new(cfg: Arc<Config>, id: Identity) -> Result<Arc<S2s>> {
+    pub fn new(
+        cfg: Arc<Config>,
+        federation: Arc<crate::federation::Federation>,
+        id: Identity,
+    ) -> Result<Arc<S2s>> {
         let mut lc = entente_dns::LocatorConfig::default();
         for n in &cfg.dns.nameservers {
             lc.nameservers
@@ -196,20 +203,14 @@ impl S2s {
         if let Some(t) = cfg.dns.timeout_secs {
             lc.query_timeout = Duration::from_secs(t.max(1));
         }
-        for p in &cfg.s2s.peer {
-            for r in &p.routes {
-                let route = r
-                    .parse::<entente_dns::StaticRoute>()
-                    .map_err(|e| anyhow!("s2s.peer {}: route {r}: {e}", p.domain))?;
-                lc.add_static_route(&p.domain, route);
-            }
-        }
-        let locator = Locator::new(lc).context("setting up the DNS resolver")?;
+        let locator = Arc::new(Locator::new(lc).context("setting up the DNS resolver")?);
+        federation.register_locator(crate::federation::RouteKind::Xmpp, locator.clone());
         let roots = crate::tls::root_store(cfg.s2s.ca_file.as_deref(), cfg.s2s.system_roots)?;
         let mut secret = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut secret);
         Ok(Arc::new_cyclic(|me| S2s {
             cfg,
+            federation,
             locator,
             roots,
             id,
@@ -231,7 +232,7 @@ impl S2s {
     }
 
     fn tls_policy(&self, domain: &str) -> TlsPolicy {
-        match self.cfg.peer(domain).map(|p| p.tls) {
+        match self.federation.view().peer(domain).map(|p| p.tls) {
             Some(PeerTls::Never) => TlsPolicy::Never,
             Some(PeerTls::Optional) => TlsPolicy::Optional,
             Some(PeerTls::Required) | None => TlsPolicy::Required,
@@ -339,6 +340,46 @@ impl S2s {
         out
     }
 
+    /// Follows changes of the federation settings until `shutdown`: the links and streams
+    /// with a domain that is no longer permitted, or whose settings (TLS, routes, profile)
+    /// changed, are drained, so that new stanzas bounce or go over a link made with the new
+    /// settings.
+    pub async fn follow_federation(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut rx = self.federation.subscribe();
+        let mut old = rx.borrow_and_update().clone();
+        loop {
+            tokio::select! {
+                r = rx.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
+                _ = crate::federation::stopped(&mut shutdown) => return,
+            }
+            let new = rx.borrow_and_update().clone();
+            let mut peers: Vec<String> = self
+                .links()
+                .into_iter()
+                .map(|l| l.remote)
+                .filter(|p| !p.is_empty())
+                .collect();
+            peers.sort();
+            peers.dedup();
+            for peer in peers {
+                let forbidden = !new.allowed(&peer) || new.sip_peer(&peer).is_some();
+                let changed = old.peer(&peer) != new.peer(&peer);
+                if forbidden || changed {
+                    tracing::info!(%peer, forbidden, changed, "federation settings changed: draining the links");
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.drain(&peer, Duration::from_secs(10)).await;
+                    });
+                }
+            }
+            old = new;
+        }
+    }
+
     /// Bounces a stanza that federation could not deliver.
     async fn bounce(&self, el: &Element, cond: &str, text: &str) {
         let Some(hub) = self.hub() else { return };
@@ -374,7 +415,12 @@ impl S2s {
         if let Some(profile) = stanza
             .get_attr("to")
             .and_then(|t| Jid::parse(t).ok())
-            .and_then(|t| self.cfg.peer(t.domain()).and_then(|p| p.presence_profile()))
+            .and_then(|t| {
+                self.federation
+                    .view()
+                    .peer(t.domain())
+                    .and_then(|p| p.presence_profile())
+            })
         {
             crate::presence_map::to_peer(&mut stanza, profile);
         }
@@ -399,7 +445,7 @@ impl S2s {
                 "federation is not enabled on this server, so {remote} cannot be reached"
             )));
         }
-        if !self.cfg.federation_allowed(&remote) {
+        if !self.federation.view().allowed(&remote) {
             return Err(RemoteError::NotFound(format!(
                 "this server's federation policy does not permit {remote}"
             )));
@@ -1116,7 +1162,7 @@ impl S2s {
                         key,
                         stream_id,
                     } => {
-                        if !self.cfg.federation_allowed(&originating)
+                        if !self.federation.view().allowed(&originating)
                             || self.cfg.s2s.secure_auth
                             || !self.cfg.s2s.enabled
                         {
@@ -1145,7 +1191,7 @@ impl S2s {
                         );
                     }
                     S2sInEvent::Authenticated { domain, method } => {
-                        if !self.cfg.federation_allowed(&domain) || !self.cfg.s2s.enabled {
+                        if !self.federation.view().allowed(&domain) || !self.cfg.s2s.enabled {
                             tracing::info!(%domain, "refusing a federated domain (policy)");
                             self.count_handshake_failure("policy");
                             failure_counted = true;
@@ -1186,7 +1232,10 @@ impl S2s {
                             .get_attr("from")
                             .and_then(|f| Jid::parse(f).ok())
                             .and_then(|f| {
-                                self.cfg.peer(f.domain()).and_then(|p| p.presence_profile())
+                                self.federation
+                                    .view()
+                                    .peer(f.domain())
+                                    .and_then(|p| p.presence_profile())
                             })
                         {
                             crate::presence_map::from_peer(&mut el, profile);

@@ -87,7 +87,37 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS sip_dialogs (
         id TEXT PRIMARY KEY, kind TEXT NOT NULL, local_jid TEXT NOT NULL,
         remote_jid TEXT NOT NULL, data TEXT NOT NULL, expires BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS federation_domains (
+        domain TEXT PRIMARY KEY, protocol TEXT NOT NULL, settings TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS federation_policy (
+        id BIGINT PRIMARY KEY, mode TEXT NOT NULL, domains TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS federation_version (
+        id BIGINT PRIMARY KEY, version BIGINT NOT NULL)",
+    "INSERT INTO federation_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
 ];
+
+/// The `protocol` of a `federation_domains` row that hides a domain the configuration file
+/// lists.
+const REMOVED: &str = "removed";
+
+/// An override of one federated domain, made through the admin API: it replaces what the
+/// configuration file says about the domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FederationOverride {
+    /// The domain federates over `protocol` (`xmpp` or `sip`) with `settings` (JSON; the
+    /// server's, opaque here).
+    Set { protocol: String, settings: String },
+    /// The domain is not federated, whatever the file says.
+    Removed,
+}
+
+/// The federation policy set through the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationPolicyRow {
+    /// `open`, `allowlist` or `denylist` (the server's; opaque here).
+    pub mode: String,
+    pub domains: Vec<String>,
+}
 
 /// A persisted SIP dialog usage (a subscription either way, or an IM session): the SIP
 /// federation gateway's state that must survive a restart.
@@ -509,6 +539,140 @@ impl Store {
         Ok(out)
     }
 
+    // ---- federation overrides (admin API) ----
+
+    /// The federation version: a counter every change below increments, so a server notices
+    /// changes another process (or node) made.
+    pub async fn federation_version(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT version FROM federation_version WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(r.try_get::<i64, _>("version")?),
+            None => Ok(0),
+        }
+    }
+
+    /// Every domain override, sorted by domain.
+    pub async fn federation_domains(&self) -> Result<Vec<(String, FederationOverride)>> {
+        let rows = sqlx::query("SELECT domain, protocol, settings FROM federation_domains")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                let domain: String = r.try_get("domain")?;
+                let protocol: String = r.try_get("protocol")?;
+                let settings: String = r.try_get("settings")?;
+                let o = if protocol == REMOVED {
+                    FederationOverride::Removed
+                } else {
+                    FederationOverride::Set { protocol, settings }
+                };
+                Ok((domain, o))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Sets (inserts or replaces) the override of `domain`, and bumps the version.
+    pub async fn federation_domain_set(&self, domain: &str, o: &FederationOverride) -> Result<()> {
+        let (protocol, settings) = match o {
+            FederationOverride::Set { protocol, settings } => {
+                if protocol == REMOVED {
+                    return Err(StoreError::Corrupt(format!(
+                        "{REMOVED:?} is not a protocol"
+                    )));
+                }
+                (protocol.as_str(), settings.as_str())
+            }
+            FederationOverride::Removed => (REMOVED, ""),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO federation_domains (domain, protocol, settings) VALUES ($1, $2, $3)
+             ON CONFLICT (domain) DO UPDATE SET protocol = excluded.protocol,
+             settings = excluded.settings",
+        )
+        .bind(domain)
+        .bind(protocol)
+        .bind(settings)
+        .execute(&mut *tx)
+        .await?;
+        bump_federation_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes the override of `domain` (the file's settings apply again); returns whether
+    /// there was one.
+    pub async fn federation_domain_clear(&self, domain: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("DELETE FROM federation_domains WHERE domain = $1")
+            .bind(domain)
+            .execute(&mut *tx)
+            .await?;
+        let found = r.rows_affected() > 0;
+        if found {
+            bump_federation_version(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    /// The federation policy set through the API, if any.
+    pub async fn federation_policy(&self) -> Result<Option<FederationPolicyRow>> {
+        let row = sqlx::query("SELECT mode, domains FROM federation_policy WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let domains: String = r.try_get("domains")?;
+        Ok(Some(FederationPolicyRow {
+            mode: r.try_get("mode")?,
+            domains: domains
+                .split('\n')
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .collect(),
+        }))
+    }
+
+    /// Sets the federation policy (replacing the file's), and bumps the version. Domains must
+    /// not contain a newline.
+    pub async fn federation_policy_set(&self, p: &FederationPolicyRow) -> Result<()> {
+        if p.domains.iter().any(|d| d.contains('\n')) {
+            return Err(StoreError::Corrupt("a domain contains a newline".into()));
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO federation_policy (id, mode, domains) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, domains = excluded.domains",
+        )
+        .bind(&p.mode)
+        .bind(p.domains.join("\n"))
+        .execute(&mut *tx)
+        .await?;
+        bump_federation_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes the policy set through the API (the file's applies again); returns whether
+    /// there was one.
+    pub async fn federation_policy_clear(&self) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("DELETE FROM federation_policy WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let found = r.rows_affected() > 0;
+        if found {
+            bump_federation_version(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(found)
+    }
+
     // ---- block list (XEP-0191) ----
 
     /// A user's blocked JIDs, sorted.
@@ -554,6 +718,15 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Increments the federation version inside a write's transaction (on PostgreSQL the row lock
+/// orders concurrent writers, so no increment is lost).
+async fn bump_federation_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+    sqlx::query("UPDATE federation_version SET version = version + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn user_from_row(r: &AnyRow) -> Result<UserRecord> {
@@ -784,7 +957,58 @@ mod tests {
         every_query_round_trips,
         lists_sort_in_byte_order,
         migrations_run_once,
+        federation_overrides,
     );
+
+    /// Domain overrides and the policy round-trip, survive reopening, and every change (and
+    /// only a change) bumps the version.
+    async fn federation_overrides(db: &TestDb) {
+        let s = db.open().await;
+        assert_eq!(s.federation_version().await.unwrap(), 0);
+        assert!(s.federation_domains().await.unwrap().is_empty());
+        assert_eq!(s.federation_policy().await.unwrap(), None);
+        let set = FederationOverride::Set {
+            protocol: "xmpp".into(),
+            settings: "{\"tls\":\"never\"}".into(),
+        };
+        s.federation_domain_set("b.test", &set).await.unwrap();
+        s.federation_domain_set("a.test", &FederationOverride::Removed)
+            .await
+            .unwrap();
+        assert_eq!(s.federation_version().await.unwrap(), 2);
+        let bad = FederationOverride::Set {
+            protocol: "removed".into(),
+            settings: String::new(),
+        };
+        assert!(s.federation_domain_set("c.test", &bad).await.is_err());
+        let p = FederationPolicyRow {
+            mode: "allowlist".into(),
+            domains: vec!["b.test".into(), "z.test".into()],
+        };
+        s.federation_policy_set(&p).await.unwrap();
+        assert_eq!(s.federation_version().await.unwrap(), 3);
+        s.close().await;
+        let s = db.open().await;
+        assert_eq!(
+            s.federation_domains().await.unwrap(),
+            vec![
+                ("a.test".to_string(), FederationOverride::Removed),
+                ("b.test".to_string(), set.clone())
+            ]
+        );
+        assert_eq!(s.federation_policy().await.unwrap(), Some(p));
+        // Replacing keeps one row.
+        s.federation_domain_set("a.test", &set).await.unwrap();
+        assert_eq!(s.federation_domains().await.unwrap().len(), 2);
+        assert!(s.federation_domain_clear("a.test").await.unwrap());
+        assert!(!s.federation_domain_clear("a.test").await.unwrap());
+        assert!(s.federation_policy_clear().await.unwrap());
+        assert!(!s.federation_policy_clear().await.unwrap());
+        assert_eq!(s.federation_policy().await.unwrap(), None);
+        // 3 + set + clear + policy clear; the two no-op clears bump nothing.
+        assert_eq!(s.federation_version().await.unwrap(), 6);
+        s.close().await;
+    }
 
     fn rec(jid: &str) -> UserRecord {
         let k = ScramRecord {

@@ -178,6 +178,7 @@ fn row_id(kind: &str, key: &Key) -> String {
 
 pub(crate) struct Actor {
     cfg: Arc<Config>,
+    federation: Arc<crate::federation::Federation>,
     hub: Weak<Hub>,
     sip: SipHandle,
     tx: mpsc::UnboundedSender<Event>,
@@ -204,7 +205,7 @@ pub(crate) struct Actor {
 impl Actor {
     pub(crate) fn new(
         cfg: Arc<Config>,
-        hub: Weak<Hub>,
+        hub: &Arc<Hub>,
         sip: SipHandle,
         tx: mpsc::UnboundedSender<Event>,
         rx: mpsc::UnboundedReceiver<Event>,
@@ -213,7 +214,8 @@ impl Actor {
     ) -> Actor {
         Actor {
             cfg,
-            hub,
+            federation: hub.federation.clone(),
+            hub: Arc::downgrade(hub),
             sip,
             tx,
             rx,
@@ -233,12 +235,13 @@ impl Actor {
 
     // ---- plumbing ----
 
-    fn peer(&self, domain: &str) -> Option<&SipPeerConfig> {
-        self.cfg.sip_peer(domain)
+    /// The settings of a SIP peer domain now (they may change at run time, so a copy).
+    fn peer(&self, domain: &str) -> Option<SipPeerConfig> {
+        self.federation.view().sip_peer(domain).cloned()
     }
 
     fn aol(&self, domain: &str) -> bool {
-        self.peer(domain).is_some_and(SipPeerConfig::aol_names)
+        self.peer(domain).is_some_and(|p| p.aol_names())
     }
 
     fn dest(&self, domain: &str) -> Destination {
@@ -687,7 +690,7 @@ impl Actor {
         }
         let mode = self
             .peer(&peer)
-            .map(SipPeerConfig::im_mode)
+            .map(|p| p.im_mode())
             .unwrap_or(ImMode::Page);
         match mode {
             ImMode::Page => {
@@ -1213,7 +1216,8 @@ impl Actor {
             return;
         };
         let profile = self
-            .cfg
+            .federation
+            .view()
             .sip_peer(&s.peer)
             .map(SipPeerConfig::presence_profile)
             .unwrap_or(entente_model::availability::Profile::Simple);
@@ -1521,7 +1525,8 @@ impl Actor {
         };
         let body = String::from_utf8_lossy(&req.body).into_owned();
         let profile = self
-            .cfg
+            .federation
+            .view()
             .sip_peer(&routed.peer)
             .map(SipPeerConfig::presence_profile)
             .unwrap_or(entente_model::availability::Profile::Simple);

@@ -3,7 +3,7 @@
 //! (`lync`/`moc` edges, the `aol` gateway, any `simple` presence server).
 //!
 //! ```text
-//!   hub ──RemoteRouter::send──> FederationRouter ──(domain in [[sip.peer]])──> Gateway ─┐
+//!   hub ──RemoteRouter::send──> FederationRouter ──(a SIP peer domain)──> Gateway ──────┐
 //!                                         └──(any other domain)──> S2s                   │ Event
 //!   SIP endpoint ──SipHandler::on_request──> Gateway::precheck (403 / 404 / 400 at once)  │
 //!                                                  └────────────────────────────────> actor
@@ -44,6 +44,7 @@ pub(crate) use actor::Event;
 /// domains.
 pub struct Gateway {
     cfg: Arc<Config>,
+    federation: Arc<crate::federation::Federation>,
     tx: mpsc::UnboundedSender<Event>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
     stats: Arc<GatewayStats>,
@@ -76,10 +77,11 @@ impl Gateway {
 }
 
 impl Gateway {
-    pub fn new(cfg: Arc<Config>) -> Arc<Gateway> {
+    pub fn new(cfg: Arc<Config>, federation: Arc<crate::federation::Federation>) -> Arc<Gateway> {
         let (tx, rx) = mpsc::unbounded_channel();
         Arc::new(Gateway {
             cfg,
+            federation,
             tx,
             rx: Mutex::new(Some(rx)),
             stats: Arc::default(),
@@ -104,7 +106,7 @@ impl Gateway {
             .ok_or_else(|| anyhow::anyhow!("the SIP gateway is already running"))?;
         let mut actor = actor::Actor::new(
             self.cfg.clone(),
-            Arc::downgrade(hub),
+            hub,
             sip,
             self.tx.clone(),
             rx,
@@ -144,7 +146,8 @@ impl Gateway {
         let count = |c: &AtomicU64| {
             c.fetch_add(1, Ordering::Relaxed);
         };
-        let Some(peer) = self.cfg.sip_peer(&domain) else {
+        let fed = self.federation.view();
+        let Some(peer) = fed.sip_peer(&domain) else {
             count(&self.stats.refused_domain);
             return Err(reply(StatusCode::FORBIDDEN, "Domain not permitted"));
         };
@@ -255,10 +258,11 @@ impl RemoteRouter for Gateway {
     }
 }
 
-/// The hub's way out: SIP domains (`[[sip.peer]]`, when SIP is enabled) through the gateway,
+/// The hub's way out: SIP domains (`[[sip.peer]]` and the admin API's, when SIP is enabled)
+/// through the gateway,
 /// every other domain through XMPP server-to-server federation.
 pub struct FederationRouter {
-    pub cfg: Arc<Config>,
+    pub federation: Arc<crate::federation::Federation>,
     pub xmpp: Arc<dyn RemoteRouter>,
     pub sip: Option<Arc<Gateway>>,
 }
@@ -270,7 +274,7 @@ impl RemoteRouter for FederationRouter {
             .and_then(|t| Jid::parse(t).ok())
             .map(|j| j.domain().to_string());
         if let (Some(gw), Some(d)) = (&self.sip, &domain) {
-            if self.cfg.sip_peer(d).is_some() {
+            if self.federation.view().sip_peer(d).is_some() {
                 return gw.send(stanza);
             }
         }
