@@ -246,6 +246,10 @@ routes = ["127.0.0.1:5269"]
         st, err = api.call("PUT", path, body)
         assert st == 400, (path, body, st, err)
         assert needle in err["error"], (body, err)
+    out = cli(e, "policy", "get").stdout
+    assert out.strip() == "policy open (from the configuration file)", out
+    st, pol = api.call("GET", "/api/federation/policy")
+    assert pol == {"policy": "open", "domains": [], "source": "config"}, pol
     st, err = api.call("PUT", "/api/federation/policy", raw=b"{not json")
     assert st == 400 and "JSON" in err["error"], err
     st, err = api.call("PUT", "/api/federation/domains/x.test", raw=b"[1]")
@@ -330,6 +334,18 @@ listen_tls = []
         r = peer.request("MESSAGE", "sip:alice@a.test", from_uri="sip:carol@lync.test",
                          to_uri="sip:alice@a.test", body="hi")
         assert r.status == 403, r.summary()
+
+        # Back through the CLI, with every SIP flag.
+        out = cli(e, "domains", "set", "lync.test", "--protocol", "sip", "--profile", "lync",
+                  "--transport", "tcp", "--source-addr", SIP_PEER_IP, "--mutual-tls", "false",
+                  "--im", "page", "--route", f"tcp://{SIP_PEER_IP}:{peer.port}").stdout
+        assert "lync.test set: sip transport=tcp" in out, out
+        st, doms = api.call("GET", "/api/federation/domains")
+        assert [(x["domain"], x["im"], x["mutual_tls"], x["source"]) for x in doms["domains"]] \
+            == [("lync.test", "page", False, "api")], doms
+        r = peer.request("MESSAGE", "sip:alice@a.test", from_uri="sip:carol@lync.test",
+                         to_uri="sip:alice@a.test", body="hi again")
+        assert r.status in (200, 202), r.summary()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
