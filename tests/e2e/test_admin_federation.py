@@ -151,6 +151,12 @@ domains = ["nobody.test"]
         out = (await acli(e, "policy", "set", "allowlist", "nobody.test", "P1.test")).stdout
         assert "allowlist: nobody.test, p1.test (from the admin API)" in out, out
         await federation_works(alice, romeo, "one")
+        # alice sees romeo's presence.
+        alice.send_presence_subscription(pto="romeo@p1.test")
+        await next_matching(romeo.subscriptions, lambda x: x["type"] == "subscribe")
+        romeo.send_presence(pto="alice@e.test", ptype="subscribed")
+        await next_matching(alice.presences,
+                            lambda x: x["from"].bare == "romeo@p1.test" and x["type"] == "available")
         st, doms = await api.acall("GET", "/api/federation/domains")
         assert st == 200 and doms["xmpp_policy_source"] == "api", doms
         assert [x for x in doms["domains"] if x["domain"] == "p1.test"][0]["source"] == "api"
@@ -168,6 +174,9 @@ domains = ["nobody.test"]
                                   {"policy": "allowlist", "domains": ["nobody.test"]})
         assert st == 200 and pol["source"] == "api" and pol["domains"] == ["nobody.test"], pol
         await eventually(lambda: no_links(links_with_p1))
+        # romeo's presence is gone for alice.
+        await next_matching(alice.presences,
+                            lambda x: x["from"].bare == "romeo@p1.test" and x["type"] == "unavailable")
         err = await bounced(alice, "too late")
         assert error_condition(err) == "remote-server-not-found" and "policy" in err["error"]["text"]
         assert "draining the links" in e.log()
@@ -246,6 +255,10 @@ routes = ["127.0.0.1:5269"]
         st, err = api.call("PUT", path, body)
         assert st == 400, (path, body, st, err)
         assert needle in err["error"], (body, err)
+    out = cli(e, "policy", "get").stdout
+    assert out.strip() == "policy open (from the configuration file)", out
+    st, pol = api.call("GET", "/api/federation/policy")
+    assert pol == {"policy": "open", "domains": [], "source": "config"}, pol
     st, err = api.call("PUT", "/api/federation/policy", raw=b"{not json")
     assert st == 400 and "JSON" in err["error"], err
     st, err = api.call("PUT", "/api/federation/domains/x.test", raw=b"[1]")
@@ -324,12 +337,40 @@ listen_tls = []
         st, pol = api.call("GET", "/api/policy")
         assert st == 200 and pol["federation"]["policy"] == "open", pol
 
-        # Removed: refused again.
+        def inbound_subscriptions():
+            req = urllib.request.Request(api.base + "/metrics")
+            req.add_header("Authorization", f"Bearer {TOKEN}")
+            text = urllib.request.urlopen(req, timeout=10).read().decode()
+            for line in text.splitlines():
+                if line.startswith('entente_sip_subscriptions{direction="in"} '):
+                    return float(line.split()[-1])
+            return None
+
+        assert inbound_subscriptions() == 1
+
+        # Removed: refused again, and its subscription is forgotten.
         r = cli(e, "domains", "remove", "lync.test")
         assert "removed lync.test" in r.stdout
+        deadline = time.time() + 10
+        while inbound_subscriptions() != 0:
+            assert time.time() < deadline, "the removed domain's subscription is still there"
+            time.sleep(0.2)
+        assert "SIP domains are no longer permitted: forgetting their dialogs" in e.log()
         r = peer.request("MESSAGE", "sip:alice@a.test", from_uri="sip:carol@lync.test",
                          to_uri="sip:alice@a.test", body="hi")
         assert r.status == 403, r.summary()
+
+        # Back through the CLI, with every SIP flag.
+        out = cli(e, "domains", "set", "lync.test", "--protocol", "sip", "--profile", "lync",
+                  "--transport", "tcp", "--source-addr", SIP_PEER_IP, "--mutual-tls", "false",
+                  "--im", "page", "--route", f"tcp://{SIP_PEER_IP}:{peer.port}").stdout
+        assert "lync.test set: sip transport=tcp" in out, out
+        st, doms = api.call("GET", "/api/federation/domains")
+        assert [(x["domain"], x["im"], x["mutual_tls"], x["source"]) for x in doms["domains"]] \
+            == [("lync.test", "page", False, "api")], doms
+        r = peer.request("MESSAGE", "sip:alice@a.test", from_uri="sip:carol@lync.test",
+                         to_uri="sip:alice@a.test", body="hi again")
+        assert r.status in (200, 202), r.summary()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

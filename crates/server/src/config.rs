@@ -796,7 +796,9 @@ impl Config {
         Ok(())
     }
 
-    /// The settings of a permitted foreign SIP domain, if `domain` is one.
+    /// The settings of a permitted foreign SIP domain, if `domain` is one, in this file alone
+    /// (the running server reads `federation::FederationView`, which adds the admin API's
+    /// changes).
     pub fn sip_peer(&self, domain: &str) -> Option<&SipPeerConfig> {
         let domain = domain.trim_end_matches('.');
         self.sip
@@ -805,7 +807,8 @@ impl Config {
             .find(|p| p.domain.eq_ignore_ascii_case(domain))
     }
 
-    /// The settings for one foreign domain, if any.
+    /// The settings for one foreign domain, if any, in this file alone (see
+    /// [`Config::sip_peer`]).
     pub fn peer(&self, domain: &str) -> Option<&PeerConfig> {
         self.s2s
             .peer
@@ -813,7 +816,8 @@ impl Config {
             .find(|p| p.domain.eq_ignore_ascii_case(domain))
     }
 
-    /// Whether the admin's federation policy allows `domain`.
+    /// Whether this file's federation policy allows `domain` (the running server asks
+    /// `federation::FederationView::allowed`, which knows the admin API's policy).
     pub fn federation_allowed(&self, domain: &str) -> bool {
         let listed = self
             .s2s

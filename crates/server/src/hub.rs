@@ -584,6 +584,28 @@ impl Hub {
         }
     }
 
+    /// The federation settings changed: contacts of every domain that can no longer be
+    /// reached (not permitted any more) become unavailable for the local users who saw them.
+    pub async fn federation_changed(&self, view: &crate::federation::FederationView) {
+        let domains: Vec<String> = self
+            .remote_presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for d in domains {
+            let permitted = if view.sip_peer(&d).is_some() {
+                self.cfg.sip.enabled
+            } else {
+                self.cfg.s2s.enabled && view.allowed(&d)
+            };
+            if !permitted {
+                self.remote_domain_lost(&d).await;
+            }
+        }
+    }
+
     /// A stream from `domain` broke: ask its contacts for their presence again. If the domain
     /// cannot be reached, federation reports it lost and [`Hub::remote_domain_lost`] follows.
     pub async fn probe_remote_domain(&self, domain: &str) {

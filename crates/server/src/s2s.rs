@@ -343,7 +343,8 @@ impl S2s {
     /// Follows changes of the federation settings until `shutdown`: the links and streams
     /// with a domain that is no longer permitted, or whose settings (TLS, routes, profile)
     /// changed, are drained, so that new stanzas bounce or go over a link made with the new
-    /// settings.
+    /// settings; contacts of domains no longer permitted become unavailable
+    /// ([`Hub::federation_changed`]).
     pub async fn follow_federation(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut rx = self.federation.subscribe();
         let mut old = rx.borrow_and_update().clone();
@@ -375,6 +376,9 @@ impl S2s {
                         me.drain(&peer, Duration::from_secs(10)).await;
                     });
                 }
+            }
+            if let Some(hub) = self.hub() {
+                hub.federation_changed(&new).await;
             }
             old = new;
         }

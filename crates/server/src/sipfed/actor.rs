@@ -200,6 +200,8 @@ pub(crate) struct Actor {
     /// changed, not the number of subscriptions.
     to_notify: Vec<Key>,
     stats: Arc<super::GatewayStats>,
+    /// The federation version whose SIP peers the dialogs were last checked against.
+    federation_version: i64,
 }
 
 impl Actor {
@@ -227,6 +229,7 @@ impl Actor {
             ops: HashMap::new(),
             next_op: 0,
             domain_refreshed: HashMap::new(),
+            federation_version: hub.federation.view().version,
             silent: None,
             to_notify: Vec::new(),
             stats,
@@ -506,6 +509,11 @@ impl Actor {
     }
 
     async fn tick(&mut self) {
+        let view = self.federation.view();
+        if view.version != self.federation_version {
+            self.federation_version = view.version;
+            self.drop_unpermitted(&view).await;
+        }
         let now = Instant::now();
         let unix = unix_now();
         // Outbound subscriptions due for a refresh or a retry.
@@ -552,6 +560,70 @@ impl Actor {
         }
         for key in end {
             self.end_im(&key).await;
+        }
+    }
+
+    /// Forgets every dialog with a domain that is no longer a SIP peer (removed through the
+    /// admin API). Nothing is sent to it: its settings (routes, transport) are gone with it,
+    /// and its next request gets `403`. Messages waiting for an IM session bounce.
+    async fn drop_unpermitted(&mut self, view: &crate::federation::FederationView) {
+        let gone = |peer: &str| view.sip_peer(peer).is_none();
+        let in_subs: Vec<Key> = self
+            .in_subs
+            .iter()
+            .filter(|(_, s)| gone(&s.peer))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let out_subs: Vec<Key> = self
+            .out_subs
+            .iter()
+            .filter(|(_, s)| gone(&s.peer))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let ims: Vec<Key> = self
+            .ims
+            .iter()
+            .filter(|(_, s)| gone(&s.peer))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if in_subs.is_empty() && out_subs.is_empty() && ims.is_empty() {
+            return;
+        }
+        tracing::info!(
+            inbound = in_subs.len(),
+            outbound = out_subs.len(),
+            im = ims.len(),
+            "SIP domains are no longer permitted: forgetting their dialogs"
+        );
+        for key in in_subs {
+            if let Some(s) = self.in_subs.remove(&key) {
+                self.dialogs.remove(s.dialog.id());
+            }
+            self.forget(IN_SUB, &key).await;
+        }
+        for key in out_subs {
+            if let Some(s) = self.out_subs.remove(&key) {
+                if let Some(d) = &s.dialog {
+                    self.dialogs.remove(d.id());
+                }
+            }
+            self.forget(OUT_SUB, &key).await;
+        }
+        for key in ims {
+            if let Some(mut im) = self.ims.remove(&key) {
+                for el in im.queue.drain(..) {
+                    self.bounce(
+                        &el,
+                        "remote-server-not-found",
+                        "federation with this SIP domain is no longer permitted",
+                    )
+                    .await;
+                }
+                if let Some(d) = &im.dialog {
+                    self.dialogs.remove(d.id());
+                }
+            }
+            self.forget(IM, &key).await;
         }
     }
 
