@@ -87,6 +87,8 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS sip_dialogs (
         id TEXT PRIMARY KEY, kind TEXT NOT NULL, local_jid TEXT NOT NULL,
         remote_jid TEXT NOT NULL, data TEXT NOT NULL, expires BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS shared_secrets (
+        name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ];
 
 /// A persisted SIP dialog usage (a subscription either way, or an IM session): the SIP
@@ -456,6 +458,27 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    // ---- secrets shared by the nodes of a cluster ----
+
+    /// The secret called `name`: the stored one, or `candidate` if none was stored yet. Several
+    /// nodes calling this at once all get the same value: the first insert wins and the others'
+    /// inserts do nothing (`ON CONFLICT DO NOTHING`), then everyone reads the winner.
+    pub async fn shared_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO shared_secrets (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT value FROM shared_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<String, _>("value")?)
+    }
+
     // ---- SIP federation dialogs ----
 
     /// Inserts or replaces a SIP dialog row.
@@ -784,6 +807,7 @@ mod tests {
         every_query_round_trips,
         lists_sort_in_byte_order,
         migrations_run_once,
+        shared_secret_first_writer_wins,
     );
 
     fn rec(jid: &str) -> UserRecord {
@@ -1138,6 +1162,29 @@ mod tests {
 
     /// Reopening applies nothing twice; the schema table records each migration once; two
     /// stores can be open on one database at once.
+    /// Nodes racing to create the same secret all end up with the one that was stored first.
+    async fn shared_secret_first_writer_wins(db: &TestDb) {
+        let s = db.open().await;
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.shared_secret("dialback", &format!("candidate-{i}"))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap());
+        }
+        assert!(got[0].starts_with("candidate-"), "{got:?}");
+        assert!(got.iter().all(|g| *g == got[0]), "{got:?}");
+        assert_eq!(s.shared_secret("dialback", "other").await.unwrap(), got[0]);
+        assert_eq!(s.shared_secret("else", "x").await.unwrap(), "x");
+        s.close().await;
+    }
+
     async fn migrations_run_once(db: &TestDb) {
         let s = db.open().await;
         s.user_create(&rec("a@x")).await.unwrap();
