@@ -115,6 +115,30 @@ impl Hub {
         }
     }
 
+    /// A stanza another node of the cluster forwarded for `to`, a full JID bound here. Returns
+    /// whether it was queued for the client. When it was not and the sender does not wait for
+    /// the answer (`acked` false), an IQ request is answered with `service-unavailable`
+    /// (RFC 6120 §8.5.3.2.1); anything else is dropped, as for a resource that just left.
+    pub async fn forwarded(&self, to: &Jid, el: Element, acked: bool) -> bool {
+        if let Some(s) = self.sessions.find(to) {
+            if s.handle.is_local() && s.handle.send(el.clone()) {
+                return true;
+            }
+        }
+        if !acked
+            && Kind::of(&el) == Some(Kind::Iq)
+            && matches!(el.get_attr("type"), Some("get" | "set"))
+        {
+            if let Err(e) = self
+                .bounce(&el, ErrorType::Cancel, "service-unavailable", None)
+                .await
+            {
+                tracing::error!(error = %e, "store error while bouncing");
+            }
+        }
+        false
+    }
+
     /// Sends a stanza with a trusted `from` towards its `to`, local or remote.
     pub async fn route(&self, el: Element) -> Res<()> {
         let Some(to) = el.get_attr("to").and_then(|t| Jid::parse(t).ok()) else {
@@ -191,7 +215,7 @@ impl Hub {
         }
         if to.is_full() {
             if let Some(sess) = self.sessions.find(&to) {
-                if sess.handle.send(el.clone()) {
+                if sess.handle.deliver(el.clone()).await {
                     return Ok(());
                 }
             }
@@ -230,7 +254,7 @@ impl Hub {
         };
         let mut delivered = false;
         for t in targets {
-            delivered |= t.handle.send(el.clone());
+            delivered |= t.handle.deliver(el.clone()).await;
         }
         if delivered || mtype == "headline" {
             return Ok(());
@@ -452,7 +476,7 @@ impl Hub {
     }
 
     /// Unavailable from a session to everyone who had its presence.
-    async fn broadcast_unavailable(&self, st: &SessionState) -> Res<()> {
+    pub(crate) async fn broadcast_unavailable(&self, st: &SessionState) -> Res<()> {
         self.broadcast_unavailable_with(st, None).await
     }
 

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod c2s;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod hub;
 pub mod metrics;
@@ -63,6 +64,8 @@ pub struct Server {
     pub sip: Option<sip::SipHandle>,
     /// The address the admin HTTP API is bound to, when `[admin] enabled`.
     pub admin_addr: Option<SocketAddr>,
+    /// This node's membership of the cluster, in cluster mode.
+    pub cluster: Option<Arc<cluster::Cluster>>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -86,7 +89,22 @@ impl Server {
             tracing::info!(cert = %paths.cert.display(), "generated a self-signed certificate");
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&paths)?);
-        let s2s = s2s::S2s::new(cfg.clone(), tls::Identity::load(&paths)?)?;
+        let cluster = match &cfg.cluster {
+            Some(cc) => Some(cluster::Cluster::connect(cc, &cfg.domain).await?),
+            None => None,
+        };
+        // Every node of a cluster signs dialback keys with the same secret, kept in the shared
+        // database (the first node to start creates it).
+        let secret = match &cluster {
+            Some(_) => Some(
+                store
+                    .shared_secret("s2s-dialback", &s2s::random_secret())
+                    .await
+                    .context("reading the cluster's shared dialback secret")?,
+            ),
+            None => None,
+        };
+        let s2s = s2s::S2s::new(cfg.clone(), tls::Identity::load(&paths)?, secret)?;
         let mut hub = Hub::new(cfg.clone(), store);
         let gateway = cfg.sip.enabled.then(|| sipfed::Gateway::new(cfg.clone()));
         hub.set_remote(Arc::new(sipfed::FederationRouter {
@@ -98,6 +116,9 @@ impl Server {
         s2s.set_hub(&hub);
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        if let Some(c) = &cluster {
+            c.run(&hub, rx.clone(), &mut tasks).await?;
+        }
         let mut c2s_addrs = Vec::new();
         for addr in &cfg.c2s.listen {
             let listener = TcpListener::bind(addr)
@@ -175,6 +196,7 @@ impl Server {
             sip_addrs,
             sip,
             admin_addr,
+            cluster,
             shutdown,
             tasks,
         })
@@ -191,6 +213,9 @@ impl Server {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if let Some(c) = &self.cluster {
+            c.flush().await;
         }
         self.hub.store.close().await;
     }
