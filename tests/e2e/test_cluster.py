@@ -1,0 +1,257 @@
+"""A cluster of three Entente nodes serving one domain (docs/cluster.md).
+
+Real engines only: a fresh database on the PostgreSQL server of ENTENTE_TEST_PG_URL (pg_url), a
+private nats-server (make_nats), and three `entente serve` processes, each with its own loopback
+address (127.0.0.131-133) and data directory, sharing the database and the NATS server. Clients
+on different nodes subscribe to each other, exchange messages and presence (broadcasts, and
+probes answered by another node on login); then one node is SIGKILLed while messages flow: the
+watchers of its users see them go unavailable within seconds, messages sent to them afterwards go
+to offline storage and arrive when they log in on another node, and every message the senders
+sent is accounted for (received live, received from offline storage, or bounced).
+"""
+import asyncio
+import socket
+import time
+
+import pytest
+
+from conftest import EntenteServer
+from xmpp_client import (
+    Client,
+    avail_from,
+    befriend,
+    delay_stamp,
+    next_matching,
+    nothing_matching,
+    unavail_from,
+)
+
+DOMAIN = "localhost"
+A, B, C, D = (f"{u}@{DOMAIN}" for u in ("alice", "bob", "carol", "dave"))
+USERS = ("alice", "bob", "carol", "dave")
+NATS_IP = "127.0.0.130"
+NODE_IPS = ("127.0.0.131", "127.0.0.132", "127.0.0.133")
+
+
+class ClusterNode(EntenteServer):
+    """An Entente node listening for clients on its own loopback address."""
+
+    def __init__(self, workdir, ip, node_id, pg_url, nats_url):
+        super().__init__(
+            workdir,
+            domain=DOMAIN,
+            extra_config=(
+                f'\n[database]\nurl = "{pg_url}"\n'
+                f'\n[cluster]\nnode_id = "{node_id}"\nnats_url = "{nats_url}"\n'
+            ),
+        )
+        self.host = ip
+        self.node_id = node_id
+        text = (
+            self.config.read_text()
+            .replace(f"127.0.0.1:{self.port}", f"{ip}:{self.port}")
+            .replace('level = "debug,', 'level = "debug,async_nats=info,')
+        )
+        self.config.write_text(text)
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        import subprocess
+
+        from conftest import BIN
+
+        self.proc = subprocess.Popen(
+            [str(BIN), "--config", str(self.config), "serve"], stdout=log, stderr=log
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"entente exited: {self.log()[-3000:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"node {self.node_id} did not start listening")
+
+    def peers_seen(self):
+        return self.log().count("a cluster node joined")
+
+
+@pytest.fixture
+def cluster(workdir, pg_url, make_nats, request):
+    nats = make_nats(NATS_IP)
+    nodes = []
+    for i, ip in enumerate(NODE_IPS, 1):
+        d = workdir / f"n{i}"
+        d.mkdir()
+        nodes.append(ClusterNode(d, ip, f"n{i}", pg_url, nats.url))
+    for u in USERS:
+        nodes[0].add_user(u, f"{u}-pw")
+    try:
+        # One after the other: the first creates the schema and the shared dialback secret.
+        for n in nodes:
+            n.start()
+        # Every node has heard of the two others (heartbeats are sent every second).
+        deadline = time.time() + 10
+        while time.time() < deadline and any(n.peers_seen() < 2 for n in nodes):
+            time.sleep(0.1)
+        assert all(n.peers_seen() >= 2 for n in nodes), [n.peers_seen() for n in nodes]
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            for n in nodes:
+                print(f"\n----- node {n.node_id} log (last 8000 chars) -----\n{n.log()[-8000:]}")
+
+
+def login(node, user, resource="test"):
+    return Client(node, user, f"{user}-pw", resource=resource).login()
+
+
+def test_three_nodes_route_presence_and_survive_a_killed_node(cluster, pg_url):
+    n1, n2, n3 = cluster
+
+    async def scenario():
+        # alice on n1, bob on n2, carol on n3, dave on n2.
+        a = await login(n1, "alice")
+        b = await login(n2, "bob")
+        c = await login(n3, "carol")
+        d = await login(n2, "dave")
+        # Subscriptions across nodes: requests, answers, and the presence that follows them.
+        await befriend(a, b)
+        await befriend(a, c)
+        await befriend(c, d)
+
+        # Messages both ways between nodes.
+        a.send_message(mto=B, mbody="n1 to n2", mtype="chat")
+        assert (await next_matching(b.messages))["body"] == "n1 to n2"
+        b.send_message(mto=A, mbody="n2 to n1", mtype="chat")
+        assert (await next_matching(a.messages))["body"] == "n2 to n1"
+        c.send_message(mto=f"{A}/test", mbody="to a full JID on n1", mtype="chat")
+        m = await next_matching(a.messages)
+        assert m["body"] == "to a full JID on n1" and m["from"] == f"{C}/test"
+
+        # A presence broadcast from n3 reaches watchers on n1 and n2.
+        c.send_presence(pshow="away", pstatus="lunch")
+        for w in (a, d):
+            p = await next_matching(w.presences, avail_from(C))
+            assert p["show"] == "away" and p["status"] == "lunch"
+
+        # bob leaves n2 (alice on n1 sees it) and comes back on n3: alice sees him arrive, and
+        # the probes of his login are answered for alice (n1) with her current presence.
+        await b.logout()
+        await next_matching(a.presences, unavail_from(B))
+        a.send_presence(pstatus="working")
+        await next_matching(a.presences, avail_from(A))
+        b = await login(n3, "bob")
+        await next_matching(a.presences, avail_from(B))
+        p = await next_matching(b.presences, avail_from(A))
+        assert p["status"] == "working"
+        # The same user on two nodes: a message to the bare JID reaches the higher priority.
+        b2 = Client(n1, "bob", "bob-pw", resource="second", priority=5)
+        await b2.login()
+        a.send_message(mto=B, mbody="to bob's best resource", mtype="chat")
+        assert (await next_matching(b2.messages))["body"] == "to bob's best resource"
+        await nothing_matching(b.messages, wait=0.5)
+        await b2.logout()
+        await next_matching(a.presences, unavail_from(f"{B}/second"))
+
+        # Traffic: alice (n1) writes to carol (n3), dave (n2) writes to alice (n1), every 50 ms.
+        sent_to_carol, sent_to_alice = [], []
+        stop = asyncio.Event()
+
+        async def writer(client, to, log, prefix):
+            i = 0
+            while not stop.is_set():
+                body = f"{prefix} {i}"
+                client.send_message(mto=to, mbody=body, mtype="chat")
+                log.append(body)
+                i += 1
+                await asyncio.sleep(0.05)
+
+        t1 = asyncio.ensure_future(writer(a, C, sent_to_carol, "a2c"))
+        t2 = asyncio.ensure_future(writer(d, A, sent_to_alice, "d2a"))
+        await asyncio.sleep(1.5)
+
+        # n3 (carol and bob) dies without a word.
+        killed_at = time.monotonic()
+        n3.kill()
+        # Their watchers on n1 (alice) and n2 (dave) are told within seconds.
+        gone = set()
+        while gone != {C, B}:
+            p = await next_matching(
+                a.presences, lambda p: p["type"] == "unavailable", timeout=10
+            )
+            gone.add(p["from"].bare)
+        await next_matching(d.presences, unavail_from(C), timeout=10)
+        noticed = time.monotonic() - killed_at
+        assert noticed < 8, f"unavailable took {noticed:.1f} s"
+        # Traffic keeps flowing between the survivors, and to carol's offline storage.
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.gather(t1, t2)
+        await asyncio.sleep(0.5)
+
+        # What carol received live before the kill.
+        live = []
+        while not c.messages.empty():
+            live.append(c.messages.get_nowait()["body"])
+        bounced = []
+        while not a.errors.empty():
+            bounced.append(a.errors.get_nowait()["body"])
+        # dave's messages to alice all arrived, in order.
+        got = []
+        while len(got) < len(sent_to_alice):
+            m = await next_matching(a.messages, lambda m: m["body"].startswith("d2a "))
+            got.append(m["body"])
+        assert got == sent_to_alice
+
+        # carol logs in again, on n2: the rest arrives from offline storage, stamped.
+        c2 = await login(n2, "carol")
+        offline = []
+        expected = len(sent_to_carol) - len(live) - len(bounced)
+        for _ in range(expected):
+            m = await next_matching(c2.messages, lambda m: m["body"].startswith("a2c "))
+            assert delay_stamp(m), m
+            offline.append(m["body"])
+        await nothing_matching(c2.messages, lambda m: m["body"].startswith("a2c "), wait=1.0)
+        accounted = live + offline + bounced
+        assert sorted(accounted) == sorted(sent_to_carol), (
+            f"lost: {sorted(set(sent_to_carol) - set(accounted))}, "
+            f"twice: {sorted(x for x in set(accounted) if accounted.count(x) > 1)}"
+        )
+        assert offline, "no message went to offline storage after the kill"
+        # alice on n1 sees carol back (now on n2), and carol gets alice's presence by probe.
+        await next_matching(a.presences, avail_from(C))
+        await next_matching(c2.presences, avail_from(A))
+        # A message to carol now reaches n2.
+        a.send_message(mto=C, mbody="welcome back", mtype="chat")
+        assert (await next_matching(c2.messages, lambda m: m["body"] == "welcome back"))
+        for x in (a, d, c2):
+            await x.logout()
+
+    asyncio.run(scenario())
+
+
+def test_cluster_needs_a_shared_database(workdir):
+    s = EntenteServer(
+        workdir,
+        extra_config='\n[cluster]\nnode_id = "n1"\nnats_url = "nats://127.0.0.130:4222"\n',
+    )
+    r = s.cli("user", "list", check=False)
+    assert r.returncode != 0
+    assert "database.url" in r.stderr and "postgres" in r.stderr, r.stderr
+
+
+def test_node_refuses_to_start_without_nats(workdir, pg_url):
+    # Nothing listens on this port: the node says so and exits.
+    with socket.socket() as s:
+        s.bind((NATS_IP, 0))
+        port = s.getsockname()[1]
+    n = ClusterNode(workdir, NODE_IPS[0], "n1", pg_url, f"nats://{NATS_IP}:{port}")
+    with pytest.raises(AssertionError) as e:
+        n.start()
+    assert "cluster.nats_url" in str(e.value) or "cluster.nats_url" in n.log(), n.log()[-2000:]
