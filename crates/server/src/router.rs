@@ -468,3 +468,153 @@ impl RemoteRouter for NoFederation {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The registry's cluster half, with a [`NodeLink`] that records what would go to NATS (the
+    //! real NATS path is covered end to end by tests/e2e/test_cluster.py).
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder {
+        forwarded: Mutex<Vec<(String, String)>>,
+        published: Mutex<Vec<String>>,
+    }
+
+    impl NodeLink for Recorder {
+        fn forward(&self, node: &str, to: &Jid, _el: Element) {
+            let mut f = self.forwarded.lock().unwrap();
+            f.push((node.to_string(), to.to_string()));
+        }
+        fn deliver(
+            &self,
+            node: &str,
+            _to: &Jid,
+            _el: Element,
+        ) -> Pin<Box<dyn Future<Output = bool> + Send + 'static>> {
+            let ok = node == "up";
+            Box::pin(async move { ok })
+        }
+        fn publish(&self, change: LocalChange) {
+            self.published.lock().unwrap().push(match change {
+                LocalChange::Bound(j) => format!("bound {j}"),
+                LocalChange::Unbound(j) => format!("unbound {j}"),
+                LocalChange::Presence(j, p, el) => format!("presence {j} {p} {}", el.is_some()),
+            });
+        }
+    }
+
+    fn jid(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
+    fn remote(full: &str, priority: i8, available: bool) -> RemoteSession {
+        RemoteSession {
+            jid: jid(full),
+            priority,
+            presence: available.then(|| Element::new("presence", "jabber:client")),
+        }
+    }
+
+    fn cluster() -> (Sessions, Arc<Recorder>) {
+        let s = Sessions::default();
+        let rec = Arc::new(Recorder::default());
+        assert!(s.set_link(rec.clone()));
+        (s, rec)
+    }
+
+    #[test]
+    fn without_a_link_nothing_is_published_and_remote_sessions_are_ignored() {
+        let s = Sessions::default();
+        let (h, _rx, _) = s.bind(jid("a@x/1"));
+        assert!(h.is_local() && h.node().is_none());
+        assert!(s.remote_upsert("n2", remote("a@x/2", 0, true)).is_none());
+        assert_eq!(s.of(&jid("a@x")).len(), 1);
+    }
+
+    #[test]
+    fn local_changes_are_published() {
+        let (s, rec) = cluster();
+        let (h, _rx, _) = s.bind(jid("a@x/1"));
+        s.set_presence(&h, Some(Element::new("presence", "jabber:client")), 3);
+        s.set_presence(&h, None, 0);
+        s.unbind(&h);
+        assert_eq!(
+            *rec.published.lock().unwrap(),
+            [
+                "bound a@x/1",
+                "presence a@x/1 3 true",
+                "presence a@x/1 0 false",
+                "unbound a@x/1"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn remote_sessions_are_found_and_forwarded_to() {
+        let (s, rec) = cluster();
+        let (_h, _rx, _) = s.bind(jid("a@x/1"));
+        s.remote_upsert("up", remote("a@x/2", 5, true));
+        s.remote_upsert("down", remote("a@x/3", 0, false));
+        assert_eq!(s.of(&jid("a@x")).len(), 3);
+        let avail = s.available(&jid("a@x"));
+        assert_eq!(avail.len(), 1);
+        assert_eq!(avail[0].handle.node(), Some("up"));
+        assert_eq!(avail[0].priority, 5);
+        assert!(avail[0]
+            .handle
+            .send(Element::new("message", "jabber:client")));
+        assert_eq!(
+            *rec.forwarded.lock().unwrap(),
+            [("up".to_string(), "a@x/2".to_string())]
+        );
+        assert!(avail[0].handle.deliver(Element::new("m", "x")).await);
+        let down = s.find(&jid("a@x/3")).unwrap();
+        assert!(!down.handle.deliver(Element::new("m", "x")).await);
+        // Only this node's sessions count as "all" and in the count.
+        assert_eq!(s.count(), 1);
+        assert_eq!(s.all().len(), 1);
+        assert_eq!(s.local_snapshot().len(), 1);
+        // A presence update changes the entry in place.
+        s.remote_upsert("down", remote("a@x/3", 1, true));
+        assert_eq!(s.available(&jid("a@x")).len(), 2);
+    }
+
+    #[test]
+    fn a_remote_bind_of_the_same_resource_replaces_the_local_session() {
+        let (s, _rec) = cluster();
+        let (h, _rx, _) = s.bind(jid("a@x/1"));
+        let replaced = s.remote_upsert("n2", remote("a@x/1", 0, false)).unwrap();
+        assert_eq!(replaced.handle.id, h.id);
+        let now = s.find(&jid("a@x/1")).unwrap();
+        assert_eq!(now.handle.node(), Some("n2"));
+        // The old local session ends later: its unbind finds nothing and publishes nothing.
+        assert!(s.unbind(&h).is_none());
+        assert!(s.find(&jid("a@x/1")).is_some());
+        // A local bind of a resource held remotely takes it back without "replacing" anything
+        // local (the other node closes its own session when it hears of this one).
+        let (_h2, _rx2, old) = s.bind(jid("a@x/1"));
+        assert!(old.is_none());
+        assert!(s.find(&jid("a@x/1")).unwrap().handle.is_local());
+        // An unbind from n2 for that JID no longer touches it.
+        assert!(s.remote_remove("n2", &jid("a@x/1")).is_none());
+        assert!(s.find(&jid("a@x/1")).is_some());
+    }
+
+    #[test]
+    fn a_dead_node_takes_its_sessions_with_it() {
+        let (s, _rec) = cluster();
+        let (_h, _rx, _) = s.bind(jid("a@x/1"));
+        s.remote_upsert("n2", remote("a@x/2", 0, true));
+        s.remote_upsert("n2", remote("b@x/1", 0, true));
+        s.remote_upsert("n3", remote("c@x/1", 0, true));
+        let gone = s.remote_drop_node("n2");
+        let names: Vec<String> = gone.iter().map(|g| g.handle.jid.to_string()).collect();
+        assert_eq!(names, ["a@x/2", "b@x/1"]);
+        assert!(s.of(&jid("b@x")).is_empty());
+        assert_eq!(s.of(&jid("a@x")).len(), 1);
+        assert_eq!(s.remote_of_node("n3").len(), 1);
+        assert!(s.remote_drop_node("n2").is_empty());
+    }
+}
