@@ -335,3 +335,29 @@ routes = ["{P_IP}:5269"]
             await x.logout()
 
     asyncio.run(scenario())
+
+
+def test_a_paused_node_is_declared_dead_then_comes_back(cluster):
+    """n3 stops (SIGSTOP) for longer than the 3 s liveness limit: alice (n1) sees carol (n3)
+    unavailable; once n3 runs again (SIGCONT) and is heard from, alice sees carol available
+    again without carol doing anything, and messages reach her again."""
+    import signal
+
+    n1, n2, n3 = cluster
+
+    async def scenario():
+        a = await login(n1, "alice")
+        c = await login(n3, "carol")
+        await befriend(a, c)
+        n3.proc.send_signal(signal.SIGSTOP)
+        try:
+            await next_matching(a.presences, unavail_from(C), timeout=10)
+        finally:
+            n3.proc.send_signal(signal.SIGCONT)
+        await next_matching(a.presences, avail_from(C), timeout=10)
+        a.send_message(mto=C, mbody="you are back", mtype="chat")
+        await next_matching(c.messages, lambda m: m["body"] == "you are back")
+        for x in (a, c):
+            await x.logout()
+
+    asyncio.run(scenario())

@@ -112,6 +112,11 @@ pub struct Cluster {
     /// Ordered fire-and-forget publications (subject, payload), written by one task.
     out: mpsc::UnboundedSender<(String, Bytes)>,
     peers: Mutex<HashMap<String, Peer>>,
+    /// Nodes this node declared dead, with their instance: if the same instance speaks again
+    /// (it had lost NATS, or was paused), its sessions' presence is sent again once its
+    /// snapshot arrives (the nodes in `revived`).
+    declared_dead: Mutex<HashMap<String, String>>,
+    revived: Mutex<std::collections::HashSet<String>>,
     hub: OnceLock<Weak<Hub>>,
 }
 
@@ -144,6 +149,8 @@ impl Cluster {
             client,
             out,
             peers: Mutex::new(HashMap::new()),
+            declared_dead: Mutex::new(HashMap::new()),
+            revived: Mutex::new(std::collections::HashSet::new()),
             hub: OnceLock::new(),
         }))
     }
@@ -320,6 +327,18 @@ impl Cluster {
             self.node_gone(&hub, &env.node).await;
         }
         if new {
+            let was_dead = self
+                .declared_dead
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&env.node);
+            if was_dead.as_deref() == Some(env.instance.as_str()) {
+                tracing::info!(node = %env.node, "a cluster node declared dead is back");
+                self.revived
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(env.node.clone());
+            }
             tracing::info!(node = %env.node, "a cluster node joined");
             self.publish_snapshot(Some(env.node.clone()));
         }
@@ -361,6 +380,17 @@ impl Cluster {
                 if want.as_deref() == Some(self.node_id.as_str()) {
                     self.publish_snapshot(None);
                 }
+                let revived = self
+                    .revived
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(node);
+                if revived {
+                    let sessions = hub.sessions.remote_of_node(node);
+                    if let Err(e) = hub.sessions_back(&sessions, self.is_lowest_alive()).await {
+                        tracing::error!(error = %e, "store error while sending presence again");
+                    }
+                }
             }
         }
     }
@@ -390,8 +420,11 @@ impl Cluster {
                 .filter(|(_, p)| p.last_seen.elapsed() > DEAD_AFTER)
                 .map(|(n, _)| n.clone())
                 .collect();
+            let mut declared = self.declared_dead.lock().unwrap_or_else(|e| e.into_inner());
             for n in &dead {
-                peers.remove(n);
+                if let Some(p) = peers.remove(n) {
+                    declared.insert(n.clone(), p.instance);
+                }
             }
             dead
         };
@@ -406,12 +439,8 @@ impl Cluster {
     /// their watchers they are unavailable; every node drops them.
     async fn node_gone(&self, hub: &Hub, node: &str) {
         let gone = hub.sessions.remote_drop_node(node);
-        let lowest = self
-            .alive_peers()
-            .iter()
-            .filter(|n| n.as_str() != node)
-            .all(|n| n.as_str() > self.node_id.as_str());
-        if !lowest {
+        // (A node that restarted is alive again, but does not know its old sessions.)
+        if !self.is_lowest_alive_except(Some(node)) {
             return;
         }
         for st in gone.iter().filter(|s| s.presence.is_some()) {
@@ -419,6 +448,19 @@ impl Cluster {
                 tracing::error!(error = %e, "store error while broadcasting unavailable");
             }
         }
+    }
+
+    /// Whether this node has the lowest id among the alive nodes (it speaks for dead ones).
+    fn is_lowest_alive(&self) -> bool {
+        self.is_lowest_alive_except(None)
+    }
+
+    /// Like [`Self::is_lowest_alive`], not counting `except`.
+    fn is_lowest_alive_except(&self, except: Option<&str>) -> bool {
+        self.alive_peers()
+            .iter()
+            .filter(|n| Some(n.as_str()) != except)
+            .all(|n| n.as_str() > self.node_id.as_str())
     }
 
     /// A stanza another node forwarded to a session of this one.

@@ -475,6 +475,50 @@ impl Hub {
         Ok(())
     }
 
+    /// Sessions of another node that is back after this node had declared it dead (it had
+    /// lost NATS for a while): their watchers were told they were unavailable. Their presence
+    /// goes again to the watchers connected to this node and, when `federated`, to foreign
+    /// watchers (one node does that for the cluster).
+    pub(crate) async fn sessions_back(
+        &self,
+        sessions: &[SessionState],
+        federated: bool,
+    ) -> Res<()> {
+        for st in sessions {
+            let Some(pres) = &st.presence else { continue };
+            let bare = st.handle.jid.to_bare();
+            let blocks = self.block_list(&bare).await?;
+            for item in self.store.roster_all(&bare.to_string()).await? {
+                if !item.sub.from {
+                    continue;
+                }
+                let Ok(contact) = Jid::parse(&item.contact) else {
+                    continue;
+                };
+                if blocked_by(&blocks, &contact) {
+                    continue;
+                }
+                let mut p = pres.clone();
+                p.set_attr("from", st.handle.jid.to_string());
+                if self.is_local_domain(contact.domain()) {
+                    if self.is_blocked(&contact, &st.handle.jid).await? {
+                        continue;
+                    }
+                    for w in self.sessions.available(&contact) {
+                        if w.handle.is_local() {
+                            p.set_attr("to", w.handle.jid.to_string());
+                            w.handle.send(p.clone());
+                        }
+                    }
+                } else if federated {
+                    p.set_attr("to", contact.to_string());
+                    self.route(p).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Unavailable from a session to everyone who had its presence.
     pub(crate) async fn broadcast_unavailable(&self, st: &SessionState) -> Res<()> {
         self.broadcast_unavailable_with(st, None).await
