@@ -73,8 +73,9 @@ class ClusterNode(EntenteServer):
                 time.sleep(0.05)
         raise AssertionError(f"node {self.node_id} did not start listening")
 
-    def peers_seen(self):
-        return self.log().count("a cluster node joined")
+    def peers_seen(self, since=0):
+        """How many times this node logged meeting another node (in the log after `since`)."""
+        return self.log()[since:].count("a cluster node joined")
 
 
 def start_nodes(workdir, pg_url, nats_url, request, domain=DOMAIN, extra=lambda i, ip: ""):
@@ -358,6 +359,38 @@ def test_a_paused_node_is_declared_dead_then_comes_back(cluster):
         a.send_message(mto=C, mbody="you are back", mtype="chat")
         await next_matching(c.messages, lambda m: m["body"] == "you are back")
         for x in (a, c):
+            await x.logout()
+
+    asyncio.run(scenario())
+
+
+def test_a_stopped_node_says_goodbye_and_a_restarted_one_rejoins(cluster):
+    """n2 stops cleanly (SIGTERM): its users' watchers hear unavailable from the node itself,
+    before the liveness limit would have declared it dead. Restarted with the same node_id
+    (a new instance), it rejoins: a user logging in there is seen by, and sees, the others."""
+    n1, n2, n3 = cluster
+
+    async def scenario():
+        a = await login(n1, "alice")
+        b = await login(n2, "bob")
+        await befriend(a, b)
+        t = time.monotonic()
+        n2.stop()
+        await next_matching(a.presences, unavail_from(B), timeout=10)
+        took = time.monotonic() - t
+        assert took < 2.5, f"unavailable after {took:.1f} s: the stopping node did not send it"
+        since = len(n2.log())
+        n2.start()
+        deadline = time.time() + 10
+        while time.time() < deadline and n2.peers_seen(since) < 2:
+            await asyncio.sleep(0.1)
+        assert n2.peers_seen(since) >= 2
+        b = await login(n2, "bob")
+        await next_matching(a.presences, avail_from(B))
+        await next_matching(b.presences, avail_from(A))
+        b.send_message(mto=A, mbody="back on n2", mtype="chat")
+        assert (await next_matching(a.messages))["body"] == "back on n2"
+        for x in (a, b):
             await x.logout()
 
     asyncio.run(scenario())
