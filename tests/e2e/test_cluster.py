@@ -11,9 +11,12 @@ sent is accounted for (received live, received from offline storage, or bounced;
 flight at the kill may arrive both live and from offline storage, never not at all).
 """
 import asyncio
+import json
+import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -338,24 +341,49 @@ routes = ["{P_IP}:5269"]
     asyncio.run(scenario())
 
 
-def test_a_paused_node_is_declared_dead_then_comes_back(cluster):
-    """n3 stops (SIGSTOP) for longer than the 3 s liveness limit: alice (n1) sees carol (n3)
-    unavailable; once n3 runs again (SIGCONT) and is heard from, alice sees carol available
-    again without carol doing anything, and messages reach her again."""
-    import signal
+TOKEN = "cluster-admin-token-0123456789"
 
-    n1, n2, n3 = cluster
+
+def admin_status(node):
+    """GET /api/cluster on a node started with `admin_extra`."""
+    req = urllib.request.Request(f"http://{node.host}:{node.admin_port}/api/cluster")
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
+def test_a_paused_node_is_declared_dead_then_comes_back(workdir, pg_url, make_nats, request):
+    """n3 stops (SIGSTOP) for longer than the 3 s liveness limit: alice (n1) sees carol (n3)
+    unavailable, and n1's admin API no longer lists n3; once n3 runs again (SIGCONT) and is
+    heard from, alice sees carol available again without carol doing anything, and messages
+    reach her again."""
+    (workdir / "token").write_text(TOKEN + "\n")
+    ports = {ip: free_port(ip) for ip in NODE_IPS}
+
+    def admin(i, ip):
+        return (f'\n[admin]\nenabled = true\nlisten = "{ip}:{ports[ip]}"\n'
+                f'token_file = "{workdir / "token"}"\n')
+
+    nats = make_nats(NATS_IP)
+    n1, n2, n3 = start_nodes(workdir, pg_url, nats.url, request, extra=admin)
+    for n in (n1, n2, n3):
+        n.admin_port = ports[n.host]
 
     async def scenario():
         a = await login(n1, "alice")
         c = await login(n3, "carol")
         await befriend(a, c)
+        st = admin_status(n1)
+        assert st["enabled"] and st["node_id"] == "n1" and st["sessions"] == 1, st
+        assert st["peers"] == [{"node_id": "n2", "sessions": 0}, {"node_id": "n3", "sessions": 1}]
         n3.proc.send_signal(signal.SIGSTOP)
         try:
             await next_matching(a.presences, unavail_from(C), timeout=10)
+            assert [p["node_id"] for p in admin_status(n1)["peers"]] == ["n2"]
         finally:
             n3.proc.send_signal(signal.SIGCONT)
         await next_matching(a.presences, avail_from(C), timeout=10)
+        assert [p["node_id"] for p in admin_status(n1)["peers"]] == ["n2", "n3"]
         a.send_message(mto=C, mbody="you are back", mtype="chat")
         await next_matching(c.messages, lambda m: m["body"] == "you are back")
         for x in (a, c):

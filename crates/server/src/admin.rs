@@ -44,6 +44,8 @@ pub struct Services {
     pub sip: Option<SipHandle>,
     /// The SIP federation gateway, when `[sip] enabled` (subscription and session gauges).
     pub gateway: Option<Arc<crate::sipfed::Gateway>>,
+    /// This node's membership of a cluster, in cluster mode.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// What every handler sees.
@@ -52,6 +54,7 @@ struct AdminState {
     s2s: Option<Arc<S2s>>,
     sip: Option<SipHandle>,
     gateway: Option<Arc<crate::sipfed::Gateway>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     token: Vec<u8>,
     metrics_require_token: bool,
 }
@@ -258,6 +261,7 @@ fn router(services: Services, token: Vec<u8>) -> Router {
         s2s: services.s2s,
         sip: services.sip,
         gateway: services.gateway,
+        cluster: services.cluster,
         token,
         metrics_require_token,
     });
@@ -282,6 +286,7 @@ fn router(services: Services, token: Vec<u8>) -> Router {
         )
         .route("/api/policy", get(admin_policy))
         .route("/api/sessions", get(sessions_list))
+        .route("/api/cluster", get(cluster_status))
         .route("/api/sessions/{*jid}", delete(session_kick))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -494,6 +499,28 @@ async fn sessions_list(State(st): St) -> Json<Value> {
         })
         .collect();
     Json(json!({ "sessions": list }))
+}
+
+async fn cluster_status(State(st): St) -> Json<Value> {
+    let Some(c) = &st.cluster else {
+        return Json(json!({ "enabled": false }));
+    };
+    let nodes: Vec<Value> = c
+        .alive_peers()
+        .iter()
+        .map(|n| {
+            json!({
+                "node_id": n,
+                "sessions": st.hub.sessions.remote_of_node(n).len(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "enabled": true,
+        "node_id": c.node_id(),
+        "sessions": st.hub.sessions.count(),
+        "peers": nodes,
+    }))
 }
 
 async fn session_kick(State(st): St, Path(jid): Path<String>) -> ApiResult<StatusCode> {
@@ -1160,6 +1187,27 @@ pub fn openapi_document() -> Value {
                                 "priority": { "type": "integer" }
                             }
                         } } }
+                    })),
+                    "401": unauthorized.clone()
+                }
+            }},
+            "/api/cluster": { "get": {
+                "summary": "Cluster mode: this node and the other nodes it sees alive",
+                "responses": {
+                    "200": ok_json("`enabled` false without [cluster]", json!({
+                        "type": "object",
+                        "properties": {
+                            "enabled": { "type": "boolean" },
+                            "node_id": { "type": "string" },
+                            "sessions": { "type": "integer" },
+                            "peers": { "type": "array", "items": {
+                                "type": "object",
+                                "properties": {
+                                    "node_id": { "type": "string" },
+                                    "sessions": { "type": "integer" }
+                                }
+                            } }
+                        }
                     })),
                     "401": unauthorized.clone()
                 }

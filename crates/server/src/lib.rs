@@ -186,6 +186,7 @@ impl Server {
                 s2s: Some(s2s.clone()),
                 sip: sip.clone(),
                 gateway: gateway.clone(),
+                cluster: cluster.clone(),
             };
             tasks.spawn(admin::serve(services, token, listener, rx.clone()));
         }
