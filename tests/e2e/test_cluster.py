@@ -352,6 +352,13 @@ def admin_status(node):
         return json.load(r)
 
 
+def metrics_text(node):
+    req = urllib.request.Request(f"http://{node.host}:{node.admin_port}/metrics")
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.read().decode()
+
+
 def test_a_paused_node_is_declared_dead_then_comes_back(workdir, pg_url, make_nats, request):
     """n3 stops (SIGSTOP) for longer than the 3 s liveness limit: alice (n1) sees carol (n3)
     unavailable, and n1's admin API no longer lists n3; once n3 runs again (SIGCONT) and is
@@ -380,10 +387,12 @@ def test_a_paused_node_is_declared_dead_then_comes_back(workdir, pg_url, make_na
         try:
             await next_matching(a.presences, unavail_from(C), timeout=10)
             assert [p["node_id"] for p in admin_status(n1)["peers"]] == ["n2"]
+            assert "entente_cluster_nodes 2" in metrics_text(n1)
         finally:
             n3.proc.send_signal(signal.SIGCONT)
         await next_matching(a.presences, avail_from(C), timeout=10)
         assert [p["node_id"] for p in admin_status(n1)["peers"]] == ["n2", "n3"]
+        assert "entente_cluster_nodes 3" in metrics_text(n1)
         a.send_message(mto=C, mbody="you are back", mtype="chat")
         await next_matching(c.messages, lambda m: m["body"] == "you are back")
         for x in (a, c):

@@ -636,6 +636,15 @@ async fn metrics(State(st): St) -> Response {
         Type::Gauge,
         st.hub.sessions.count() as f64,
     );
+    if let Some(c) = &st.cluster {
+        // Only in cluster mode: a single node's exposition stays as it was.
+        e.single(
+            "entente_cluster_nodes",
+            "Cluster nodes this node sees alive, itself included.",
+            Type::Gauge,
+            (c.alive_peers().len() + 1) as f64,
+        );
+    }
     let (inbound, outbound) = st.s2s.as_ref().map_or((0, 0), |s| s.established_counts());
     e.family(
         "entente_s2s_links",
