@@ -233,7 +233,7 @@ impl Cluster {
                 tokio::select! {
                     _ = tick.tick() => {
                         me.publish_registry(Body::Heartbeat);
-                        me.check_peers().await;
+                        me.check_peers();
                     }
                     _ = sd.changed() => if *sd.borrow() { break },
                 }
@@ -324,7 +324,7 @@ impl Cluster {
         };
         if restarted {
             tracing::info!(node = %env.node, "a cluster node restarted");
-            self.node_gone(&hub, &env.node).await;
+            self.node_gone(&hub, &env.node);
         }
         if new {
             let was_dead = self
@@ -387,9 +387,14 @@ impl Cluster {
                     .remove(node);
                 if revived {
                     let sessions = hub.sessions.remote_of_node(node);
-                    if let Err(e) = hub.sessions_back(&sessions, self.is_lowest_alive()).await {
-                        tracing::error!(error = %e, "store error while sending presence again");
-                    }
+                    let federated = self.is_lowest_alive();
+                    let hub = hub.clone();
+                    // In a task of its own, like the broadcast in `node_gone`.
+                    tokio::spawn(async move {
+                        if let Err(e) = hub.sessions_back(&sessions, federated).await {
+                            tracing::error!(error = %e, "store error while sending presence again");
+                        }
+                    });
                 }
             }
         }
@@ -412,7 +417,7 @@ impl Cluster {
     }
 
     /// Declares dead the nodes not heard from for [`DEAD_AFTER`].
-    async fn check_peers(&self) {
+    fn check_peers(&self) {
         let dead: Vec<String> = {
             let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
             let dead: Vec<String> = peers
@@ -431,23 +436,30 @@ impl Cluster {
         let Some(hub) = self.hub() else { return };
         for node in dead {
             tracing::warn!(node = %node, "a cluster node is dead (no heartbeat)");
-            self.node_gone(&hub, &node).await;
+            self.node_gone(&hub, &node);
         }
     }
 
     /// Drops a dead (or restarted) node's sessions. The alive node with the lowest id tells
     /// their watchers they are unavailable; every node drops them.
-    async fn node_gone(&self, hub: &Hub, node: &str) {
+    ///
+    /// The broadcast runs in a task of its own: it reads rosters from the database, and the
+    /// registry reader and the heartbeat must not wait for it (a node busy for 3 s would be
+    /// declared dead itself).
+    fn node_gone(&self, hub: &Arc<Hub>, node: &str) {
         let gone = hub.sessions.remote_drop_node(node);
         // (A node that restarted is alive again, but does not know its old sessions.)
         if !self.is_lowest_alive_except(Some(node)) {
             return;
         }
-        for st in gone.iter().filter(|s| s.presence.is_some()) {
-            if let Err(e) = hub.broadcast_unavailable(st).await {
-                tracing::error!(error = %e, "store error while broadcasting unavailable");
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            for st in gone.iter().filter(|s| s.presence.is_some()) {
+                if let Err(e) = hub.broadcast_unavailable(st).await {
+                    tracing::error!(error = %e, "store error while broadcasting unavailable");
+                }
             }
-        }
+        });
     }
 
     /// Whether this node has the lowest id among the alive nodes (it speaks for dead ones).
