@@ -1255,7 +1255,7 @@ mod tests {
     fn openapi_lists_every_route() {
         let doc = openapi_document();
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
-        assert_eq!(paths, 15);
+        assert_eq!(paths, 16);
     }
 
     #[test]
