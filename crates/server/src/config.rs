@@ -598,10 +598,13 @@ impl Config {
                     ),
                 ));
             }
-            if !(c.nats_url.starts_with("nats://") || c.nats_url.starts_with("tls://")) {
+            if !c.nats_url.starts_with("nats://") {
                 return Err(invalid(
                     "cluster.nats_url",
-                    format!("{:?}: expected nats://host:port", c.nats_url),
+                    format!(
+                        "{:?}: expected nats://host:port (TLS to NATS is not supported yet)",
+                        c.nats_url
+                    ),
                 ));
             }
             let shared = self
