@@ -393,6 +393,9 @@ def test_a_paused_node_is_declared_dead_then_comes_back(workdir, pg_url, make_na
         await next_matching(a.presences, avail_from(C), timeout=10)
         assert [p["node_id"] for p in admin_status(n1)["peers"]] == ["n2", "n3"]
         assert "entente_cluster_nodes 3" in metrics_text(n1)
+        out = n1.cli("admin", "cluster").stdout.splitlines()
+        assert out == ["n1\tthis node\tsessions=1", "n2\talive\tsessions=0",
+                       "n3\talive\tsessions=1"], out
         a.send_message(mto=C, mbody="you are back", mtype="chat")
         await next_matching(c.messages, lambda m: m["body"] == "you are back")
         for x in (a, c):
