@@ -16,6 +16,7 @@ import time
 import pytest
 
 from certs import TestCA
+from nats import NatsServer, nats_bin
 from postgres import PG_URL, fresh_database, psql_bin
 from prosody import ProsodyServer, prosody_installed
 
@@ -177,6 +178,27 @@ def pg_url():
         pytest.skip("psql is not installed (Debian package postgresql-client)")
     with fresh_database() as url:
         yield url
+
+
+@pytest.fixture
+def make_nats(workdir, request):
+    """Factory: make_nats(ip) starts a private nats-server (nats.NatsServer) on `ip` at a free
+    port and returns it (.url); it is stopped at the end of the test. Skips when nats-server is
+    not installed (Debian package `nats-server`; ./scripts/test installs it)."""
+    if not nats_bin():
+        pytest.skip("nats-server is not installed (Debian package `nats-server`)")
+    made = []
+
+    def make(ip="127.0.0.1"):
+        n = NatsServer(workdir / f"nats-{len(made)}", ip)
+        made.append(n)
+        return n.start()
+
+    yield make
+    for n in made:
+        n.stop()
+        if _failed(request):
+            print(f"\n----- nats-server log (last 3000 chars) -----\n{n.log()[-3000:]}")
 
 
 @pytest.fixture

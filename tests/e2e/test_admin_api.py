@@ -91,7 +91,7 @@ def test_auth_health_ready_openapi(admin):
         "/health", "/ready", "/openapi.json", "/api/users", "/api/users/{name}",
         "/api/users/{name}/password", "/api/users/{name}/policy",
         "/api/users/{name}/policy/{target}", "/api/policy", "/api/sessions",
-        "/api/sessions/{jid}", "/metrics", "/api/federation/links",
+        "/api/sessions/{jid}", "/api/cluster", "/metrics", "/api/federation/links",
         "/api/federation/links/{domain}/drain", "/api/federation/domains",
         "/api/federation/domains/{domain}", "/api/federation/domains/{domain}/override",
         "/api/federation/policy",

@@ -54,6 +54,12 @@ enum AdminCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Cluster mode: this node and the other nodes it sees alive, with their session counts.
+    Cluster {
+        /// Print the API's JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Disconnect one client session (its stream is closed with policy-violation).
     Kick {
         /// The session's full JID, user@domain/resource.
@@ -193,6 +199,29 @@ pub async fn run(cfg: &Config, args: AdminArgs) -> Result<()> {
                             "no presence"
                         },
                         s["priority"]
+                    );
+                }
+            }
+        }
+        AdminCmd::Cluster { json } => {
+            let body = call(&target, "GET", "/api/cluster").await?;
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .context("the server's answer is not a cluster status")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if v["enabled"].as_bool() != Some(true) {
+                println!("not in cluster mode (no [cluster] section)");
+            } else {
+                println!(
+                    "{}	this node	sessions={}",
+                    v["node_id"].as_str().unwrap_or("?"),
+                    v["sessions"]
+                );
+                for p in v["peers"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}	alive	sessions={}",
+                        p["node_id"].as_str().unwrap_or("?"),
+                        p["sessions"]
                     );
                 }
             }

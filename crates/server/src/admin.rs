@@ -44,6 +44,8 @@ pub struct Services {
     pub sip: Option<SipHandle>,
     /// The SIP federation gateway, when `[sip] enabled` (subscription and session gauges).
     pub gateway: Option<Arc<crate::sipfed::Gateway>>,
+    /// This node's membership of a cluster, in cluster mode.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// What every handler sees.
@@ -52,6 +54,7 @@ struct AdminState {
     s2s: Option<Arc<S2s>>,
     sip: Option<SipHandle>,
     gateway: Option<Arc<crate::sipfed::Gateway>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     token: Vec<u8>,
     metrics_require_token: bool,
 }
@@ -249,6 +252,7 @@ fn router(services: Services, token: Vec<u8>) -> Router {
         s2s: services.s2s,
         sip: services.sip,
         gateway: services.gateway,
+        cluster: services.cluster,
         token,
         metrics_require_token,
     });
@@ -287,6 +291,7 @@ fn router(services: Services, token: Vec<u8>) -> Router {
         )
         .route("/api/policy", get(admin_policy))
         .route("/api/sessions", get(sessions_list))
+        .route("/api/cluster", get(cluster_status))
         .route("/api/sessions/{*jid}", delete(session_kick))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -501,6 +506,28 @@ async fn sessions_list(State(st): St) -> Json<Value> {
     Json(json!({ "sessions": list }))
 }
 
+async fn cluster_status(State(st): St) -> Json<Value> {
+    let Some(c) = &st.cluster else {
+        return Json(json!({ "enabled": false }));
+    };
+    let nodes: Vec<Value> = c
+        .alive_peers()
+        .iter()
+        .map(|n| {
+            json!({
+                "node_id": n,
+                "sessions": st.hub.sessions.remote_of_node(n).len(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "enabled": true,
+        "node_id": c.node_id(),
+        "sessions": st.hub.sessions.count(),
+        "peers": nodes,
+    }))
+}
+
 async fn session_kick(State(st): St, Path(jid): Path<String>) -> ApiResult<StatusCode> {
     let full = Jid::parse(&jid).map_err(|e| ApiError::bad(format!("jid: {jid:?}: {e}")))?;
     if full.resource().is_none() {
@@ -614,6 +641,15 @@ async fn metrics(State(st): St) -> Response {
         Type::Gauge,
         st.hub.sessions.count() as f64,
     );
+    if let Some(c) = &st.cluster {
+        // Only in cluster mode: a single node's exposition stays as it was.
+        e.single(
+            "entente_cluster_nodes",
+            "Cluster nodes this node sees alive, itself included.",
+            Type::Gauge,
+            (c.alive_peers().len() + 1) as f64,
+        );
+    }
     let (inbound, outbound) = st.s2s.as_ref().map_or((0, 0), |s| s.established_counts());
     e.family(
         "entente_s2s_links",
@@ -1023,6 +1059,21 @@ pub fn openapi_document() -> Value {
         "schema": { "type": "string" }
     });
     let unauthorized = err("no or a wrong bearer token");
+    let cluster_schema = json!({
+        "type": "object",
+        "properties": {
+            "enabled": { "type": "boolean" },
+            "node_id": { "type": "string" },
+            "sessions": { "type": "integer" },
+            "peers": { "type": "array", "items": {
+                "type": "object",
+                "properties": {
+                    "node_id": { "type": "string" },
+                    "sessions": { "type": "integer" }
+                }
+            } }
+        }
+    });
     let domains_schema = json!({
         "type": "object",
         "required": ["xmpp_enabled", "xmpp_policy", "xmpp_policy_domains", "xmpp_policy_source",
@@ -1432,6 +1483,13 @@ pub fn openapi_document() -> Value {
                     "401": unauthorized.clone()
                 }
             }},
+            "/api/cluster": { "get": {
+                "summary": "Cluster mode: this node and the other nodes it sees alive",
+                "responses": {
+                    "200": ok_json("`enabled` false without [cluster]", cluster_schema),
+                    "401": unauthorized.clone()
+                }
+            }},
             "/api/sessions/{jid}": { "delete": {
                 "summary": "Disconnect one session (stream error policy-violation)",
                 "parameters": [{
@@ -1466,7 +1524,7 @@ mod tests {
     fn openapi_lists_every_route() {
         let doc = openapi_document();
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
-        assert_eq!(paths, 18);
+        assert_eq!(paths, 19);
     }
 
     #[test]

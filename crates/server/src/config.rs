@@ -24,6 +24,18 @@ pub struct Config {
     pub log: LogConfig,
     pub sip: SipConfig,
     pub admin: AdminConfig,
+    /// Multi-node cluster mode (`docs/cluster.md`); absent for a single node.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this node's name and the NATS server the nodes of the domain share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique among the nodes of the domain (letters, digits, `-`, `_`).
+    pub node_id: String,
+    /// The NATS server (`nats://host:port`).
+    pub nats_url: String,
 }
 
 /// The admin HTTP API (`docs/admin-api.md`).
@@ -520,6 +532,7 @@ impl Default for Config {
             log: LogConfig::default(),
             sip: SipConfig::default(),
             admin: AdminConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -635,6 +648,45 @@ impl Config {
                 return Err(invalid(
                     "database.url",
                     format!("{url:?}: only sqlite:// and postgres:// are supported"),
+                ));
+            }
+        }
+        if let Some(c) = &self.cluster {
+            if c.node_id.is_empty()
+                || c.node_id.len() > 64
+                || !c
+                    .node_id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                return Err(invalid(
+                    "cluster.node_id",
+                    format!(
+                        "{:?}: use 1 to 64 letters, digits, '-' or '_' (it is part of NATS subjects)",
+                        c.node_id
+                    ),
+                ));
+            }
+            if !c.nats_url.starts_with("nats://") {
+                return Err(invalid(
+                    "cluster.nats_url",
+                    format!(
+                        "{:?}: expected nats://host:port (TLS to NATS is not supported yet)",
+                        c.nats_url
+                    ),
+                ));
+            }
+            let shared = self
+                .database
+                .url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("postgres:") || u.starts_with("postgresql:"));
+            if !shared {
+                return Err(invalid(
+                    "database.url",
+                    "a cluster needs a database every node shares: set database.url to a \
+                     postgres:// URL (SQLite is a single node's file)"
+                        .into(),
                 ));
             }
         }
@@ -868,6 +920,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_stanza_bytes"), "{e}");
+    }
+
+    #[test]
+    fn cluster_section() {
+        let c = Config::parse("").unwrap();
+        assert!(c.cluster.is_none());
+        let pg = "[database]\nurl = \"postgres://u@127.0.0.1/e\"\n";
+        let c = Config::parse(&format!(
+            "{pg}[cluster]\nnode_id = \"n1\"\nnats_url = \"nats://127.0.0.1:4222\""
+        ))
+        .unwrap();
+        let cl = c.cluster.unwrap();
+        assert_eq!(cl.node_id, "n1");
+        assert_eq!(cl.nats_url, "nats://127.0.0.1:4222");
+        // SQLite (the default) cannot be shared.
+        let e = Config::parse("[cluster]\nnode_id = \"n1\"\nnats_url = \"nats://h:4222\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database.url") && e.contains("postgres"), "{e}");
+        let e = Config::parse(&format!(
+            "{pg}[cluster]\nnode_id = \"a.b\"\nnats_url = \"nats://h:4222\""
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cluster.node_id"), "{e}");
+        let e = Config::parse(&format!(
+            "{pg}[cluster]\nnode_id = \"n1\"\nnats_url = \"http://h\""
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cluster.nats_url"), "{e}");
+        let e = Config::parse(&format!("{pg}[cluster]\nnode_id = \"n1\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nats_url"), "{e}");
     }
 
     #[test]

@@ -121,6 +121,30 @@ impl Hub {
         }
     }
 
+    /// A stanza another node of the cluster forwarded for `to`, a full JID bound here. Returns
+    /// whether it was queued for the client. When it was not and the sender does not wait for
+    /// the answer (`acked` false), an IQ request is answered with `service-unavailable`
+    /// (RFC 6120 §8.5.3.2.1); anything else is dropped, as for a resource that just left.
+    pub async fn forwarded(&self, to: &Jid, el: Element, acked: bool) -> bool {
+        if let Some(s) = self.sessions.find(to) {
+            if s.handle.is_local() && s.handle.send(el.clone()) {
+                return true;
+            }
+        }
+        if !acked
+            && Kind::of(&el) == Some(Kind::Iq)
+            && matches!(el.get_attr("type"), Some("get" | "set"))
+        {
+            if let Err(e) = self
+                .bounce(&el, ErrorType::Cancel, "service-unavailable", None)
+                .await
+            {
+                tracing::error!(error = %e, "store error while bouncing");
+            }
+        }
+        false
+    }
+
     /// Sends a stanza with a trusted `from` towards its `to`, local or remote.
     pub async fn route(&self, el: Element) -> Res<()> {
         let Some(to) = el.get_attr("to").and_then(|t| Jid::parse(t).ok()) else {
@@ -197,7 +221,7 @@ impl Hub {
         }
         if to.is_full() {
             if let Some(sess) = self.sessions.find(&to) {
-                if sess.handle.send(el.clone()) {
+                if sess.handle.deliver(el.clone()).await {
                     return Ok(());
                 }
             }
@@ -236,7 +260,7 @@ impl Hub {
         };
         let mut delivered = false;
         for t in targets {
-            delivered |= t.handle.send(el.clone());
+            delivered |= t.handle.deliver(el.clone()).await;
         }
         if delivered || mtype == "headline" {
             return Ok(());
@@ -457,8 +481,52 @@ impl Hub {
         Ok(())
     }
 
+    /// Sessions of another node that is back after this node had declared it dead (it had
+    /// lost NATS for a while): their watchers were told they were unavailable. Their presence
+    /// goes again to the watchers connected to this node and, when `federated`, to foreign
+    /// watchers (one node does that for the cluster).
+    pub(crate) async fn sessions_back(
+        &self,
+        sessions: &[SessionState],
+        federated: bool,
+    ) -> Res<()> {
+        for st in sessions {
+            let Some(pres) = &st.presence else { continue };
+            let bare = st.handle.jid.to_bare();
+            let blocks = self.block_list(&bare).await?;
+            for item in self.store.roster_all(&bare.to_string()).await? {
+                if !item.sub.from {
+                    continue;
+                }
+                let Ok(contact) = Jid::parse(&item.contact) else {
+                    continue;
+                };
+                if blocked_by(&blocks, &contact) {
+                    continue;
+                }
+                let mut p = pres.clone();
+                p.set_attr("from", st.handle.jid.to_string());
+                if self.is_local_domain(contact.domain()) {
+                    if self.is_blocked(&contact, &st.handle.jid).await? {
+                        continue;
+                    }
+                    for w in self.sessions.available(&contact) {
+                        if w.handle.is_local() {
+                            p.set_attr("to", w.handle.jid.to_string());
+                            w.handle.send(p.clone());
+                        }
+                    }
+                } else if federated {
+                    p.set_attr("to", contact.to_string());
+                    self.route(p).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Unavailable from a session to everyone who had its presence.
-    async fn broadcast_unavailable(&self, st: &SessionState) -> Res<()> {
+    pub(crate) async fn broadcast_unavailable(&self, st: &SessionState) -> Res<()> {
         self.broadcast_unavailable_with(st, None).await
     }
 

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod c2s;
 pub mod cache;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod federation;
 pub mod hub;
@@ -57,6 +58,8 @@ pub struct Server {
     pub sip: Option<sip::SipHandle>,
     /// The address the admin HTTP API is bound to, when `[admin] enabled`.
     pub admin_addr: Option<SocketAddr>,
+    /// This node's membership of the cluster, in cluster mode.
+    pub cluster: Option<Arc<cluster::Cluster>>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -80,6 +83,21 @@ impl Server {
             tracing::info!(cert = %paths.cert.display(), "generated a self-signed certificate");
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&paths)?);
+        let cluster = match &cfg.cluster {
+            Some(cc) => Some(cluster::Cluster::connect(cc, &cfg.domain).await?),
+            None => None,
+        };
+        // Every node of a cluster signs dialback keys with the same secret, kept in the shared
+        // database (the first node to start creates it).
+        let secret = match &cluster {
+            Some(_) => Some(
+                store
+                    .shared_secret("s2s-dialback", &s2s::random_secret())
+                    .await
+                    .context("reading the cluster's shared dialback secret")?,
+            ),
+            None => None,
+        };
         let mut hub = Hub::new(cfg.clone(), store);
         let federation = hub.federation.clone();
         federation
@@ -90,6 +108,7 @@ impl Server {
             cfg.clone(),
             federation.clone(),
             tls::Identity::load(&paths)?,
+            secret,
         )?;
         let gateway = cfg
             .sip
@@ -106,6 +125,9 @@ impl Server {
         let mut tasks = JoinSet::new();
         tasks.spawn(federation.clone().run_poller(rx.clone()));
         tasks.spawn(s2s.clone().follow_federation(rx.clone()));
+        if let Some(c) = &cluster {
+            c.run(&hub, rx.clone(), &mut tasks).await?;
+        }
         let mut c2s_addrs = Vec::new();
         for addr in &cfg.c2s.listen {
             let listener = TcpListener::bind(addr)
@@ -175,6 +197,7 @@ impl Server {
                 s2s: Some(s2s.clone()),
                 sip: sip.clone(),
                 gateway: gateway.clone(),
+                cluster: cluster.clone(),
             };
             tasks.spawn(admin::serve(services, token, listener, rx.clone()));
         }
@@ -185,6 +208,7 @@ impl Server {
             sip_addrs,
             sip,
             admin_addr,
+            cluster,
             shutdown,
             tasks,
         })
@@ -201,6 +225,9 @@ impl Server {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if let Some(c) = &self.cluster {
+            c.flush().await;
         }
         self.hub.store.close().await;
     }

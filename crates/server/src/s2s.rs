@@ -161,6 +161,13 @@ async fn drained(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// 32 random bytes in hex: a dialback secret.
+pub fn random_secret() -> String {
+    let mut secret = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut secret);
+    secret.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The federation service; the hub's [`RemoteRouter`].
 pub struct S2s {
     cfg: Arc<Config>,
@@ -190,10 +197,14 @@ struct LinkTx {
 }
 
 impl S2s {
+    /// `secret` is the dialback secret (XEP-0185 keys are derived from it): `None` for a random
+    /// one per process (a single node); in a cluster every node of the domain passes the same
+    /// one, so that any node can verify a key another node generated.
     pub fn new(
         cfg: Arc<Config>,
         federation: Arc<crate::federation::Federation>,
         id: Identity,
+        secret: Option<String>,
     ) -> Result<Arc<S2s>> {
         let mut lc = entente_dns::LocatorConfig::default();
         for n in &cfg.dns.nameservers {
@@ -206,15 +217,14 @@ impl S2s {
         let locator = Arc::new(Locator::new(lc).context("setting up the DNS resolver")?);
         federation.register_locator(crate::federation::RouteKind::Xmpp, locator.clone());
         let roots = crate::tls::root_store(cfg.s2s.ca_file.as_deref(), cfg.s2s.system_roots)?;
-        let mut secret = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut secret);
+        let secret = secret.unwrap_or_else(random_secret);
         Ok(Arc::new_cyclic(|me| S2s {
             cfg,
             federation,
             locator,
             roots,
             id,
-            secret: secret.iter().map(|b| format!("{b:02x}")).collect(),
+            secret,
             hub: OnceLock::new(),
             me: me.clone(),
             links: Mutex::new(HashMap::new()),

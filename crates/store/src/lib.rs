@@ -94,6 +94,8 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS federation_version (
         id BIGINT PRIMARY KEY, version BIGINT NOT NULL)",
     "INSERT INTO federation_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
+    "CREATE TABLE IF NOT EXISTS shared_secrets (
+        name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ];
 
 /// The `protocol` of a `federation_domains` row that hides a domain the configuration file
@@ -484,6 +486,27 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    // ---- secrets shared by the nodes of a cluster ----
+
+    /// The secret called `name`: the stored one, or `candidate` if none was stored yet. Several
+    /// nodes calling this at once all get the same value: the first insert wins and the others'
+    /// inserts do nothing (`ON CONFLICT DO NOTHING`), then everyone reads the winner.
+    pub async fn shared_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO shared_secrets (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT value FROM shared_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<String, _>("value")?)
     }
 
     // ---- SIP federation dialogs ----
@@ -958,6 +981,7 @@ mod tests {
         lists_sort_in_byte_order,
         migrations_run_once,
         federation_overrides,
+        shared_secret_first_writer_wins,
     );
 
     /// Domain overrides and the policy round-trip, survive reopening, and every change (and
@@ -1362,6 +1386,29 @@ mod tests {
 
     /// Reopening applies nothing twice; the schema table records each migration once; two
     /// stores can be open on one database at once.
+    /// Nodes racing to create the same secret all end up with the one that was stored first.
+    async fn shared_secret_first_writer_wins(db: &TestDb) {
+        let s = db.open().await;
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.shared_secret("dialback", &format!("candidate-{i}"))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap());
+        }
+        assert!(got[0].starts_with("candidate-"), "{got:?}");
+        assert!(got.iter().all(|g| *g == got[0]), "{got:?}");
+        assert_eq!(s.shared_secret("dialback", "other").await.unwrap(), got[0]);
+        assert_eq!(s.shared_secret("else", "x").await.unwrap(), "x");
+        s.close().await;
+    }
+
     async fn migrations_run_once(db: &TestDb) {
         let s = db.open().await;
         s.user_create(&rec("a@x")).await.unwrap();

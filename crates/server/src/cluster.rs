@@ -1,0 +1,582 @@
+//! Cluster mode: several nodes serve one domain, sharing a PostgreSQL database and talking
+//! through NATS (`docs/cluster.md`).
+//!
+//! This module owns the NATS connection. It keeps the other nodes' sessions in
+//! [`crate::router::Sessions`] (which then routes to them through [`NodeLink`]), watches which
+//! nodes are alive, and delivers what other nodes forward to this node's clients.
+//!
+//! Subjects, all under `entente.<domain>`:
+//! - `.registry`: every node publishes its heartbeat (every second) and every change to its
+//!   sessions (bound, unbound, presence) here, and a snapshot of all its sessions when it meets a
+//!   node it did not know (a node that starts, or comes back). A snapshot may ask the node it is
+//!   meant for to answer with its own (`want`): that is how a joining node asks the others for
+//!   their sessions. All registry messages of one node go out in order through one task, and
+//!   every node reads them in order in one task.
+//! - `.node.<node_id>`: stanzas for a session of that node. Messages are sent as requests and
+//!   the node answers whether it queued the stanza for the client; a node that is gone has no
+//!   subscriber, NATS answers "no responders" at once, and the sender falls back as for a
+//!   missing session (another resource, offline storage). Everything else is fire-and-forget.
+//!
+//! A node not heard from for [`DEAD_AFTER`] is dead: its sessions are dropped, and the alive node
+//! with the lowest `node_id` tells their watchers that they are unavailable. A node that
+//! restarts has a new instance id; the old instance's sessions are treated the same way.
+//!
+//! Not done in this increment (each says so in `docs/cluster.md`): spreading outbound
+//! federation over a queue group of nodes, SIP dialog ownership and takeover, a migration lock.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use entente_model::jid::Jid;
+use entente_xmpp_proto::element::NS_CLIENT;
+use entente_xmpp_proto::{parse_stanza, Element, StreamErrorCondition};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::ClusterConfig;
+use crate::hub::Hub;
+use crate::router::{LocalChange, NodeLink, RemoteSession};
+
+/// How often a node says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node not heard from for this long is dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+/// How long a node waits for another to confirm a message delivery.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What every registry message carries.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    node: String,
+    /// Random per process: a node that restarted is a new instance.
+    instance: String,
+    #[serde(flatten)]
+    body: Body,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Body {
+    Heartbeat,
+    Bound {
+        jid: String,
+    },
+    Unbound {
+        jid: String,
+    },
+    Presence {
+        jid: String,
+        priority: i8,
+        presence: Option<String>,
+    },
+    Snapshot {
+        sessions: Vec<WireSession>,
+        /// The node asked to answer with its own snapshot.
+        want: Option<String>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WireSession {
+    jid: String,
+    priority: i8,
+    presence: Option<String>,
+}
+
+/// A stanza for a session of another node.
+#[derive(Debug, Serialize, Deserialize)]
+struct Forward {
+    to: String,
+    stanza: String,
+}
+
+/// What this node knows of another.
+struct Peer {
+    instance: String,
+    last_seen: Instant,
+}
+
+/// This node's membership of the cluster.
+pub struct Cluster {
+    node_id: String,
+    instance: String,
+    prefix: String,
+    client: async_nats::Client,
+    /// Ordered fire-and-forget publications (subject, payload), written by one task.
+    out: mpsc::UnboundedSender<(String, Bytes)>,
+    peers: Mutex<HashMap<String, Peer>>,
+    /// Nodes this node declared dead, with their instance: if the same instance speaks again
+    /// (it had lost NATS, or was paused), its sessions' presence is sent again once its
+    /// snapshot arrives (the nodes in `revived`).
+    declared_dead: Mutex<HashMap<String, String>>,
+    revived: Mutex<std::collections::HashSet<String>>,
+    hub: OnceLock<Weak<Hub>>,
+}
+
+impl Cluster {
+    /// Connects to NATS. Nothing is published or received before [`Cluster::run`].
+    pub async fn connect(cfg: &ClusterConfig, domain: &str) -> Result<Arc<Cluster>> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("entente {domain} {}", cfg.node_id))
+            .request_timeout(Some(DELIVERY_TIMEOUT))
+            .connect(cfg.nats_url.as_str())
+            .await
+            .with_context(|| {
+                format!("connecting to NATS at {} (cluster.nats_url)", cfg.nats_url)
+            })?;
+        let (out, mut rx) = mpsc::unbounded_channel::<(String, Bytes)>();
+        // The publisher outlives the listeners on purpose: sessions closing at shutdown still
+        // publish their unavailable presence and unbinding through it.
+        let publisher = client.clone();
+        tokio::spawn(async move {
+            while let Some((subject, payload)) = rx.recv().await {
+                if let Err(e) = publisher.publish(subject, payload).await {
+                    tracing::warn!(error = %e, "cannot publish to NATS");
+                }
+            }
+        });
+        Ok(Arc::new(Cluster {
+            node_id: cfg.node_id.clone(),
+            instance: uuid::Uuid::new_v4().to_string(),
+            prefix: format!("entente.{domain}"),
+            client,
+            out,
+            peers: Mutex::new(HashMap::new()),
+            declared_dead: Mutex::new(HashMap::new()),
+            revived: Mutex::new(std::collections::HashSet::new()),
+            hub: OnceLock::new(),
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The other nodes currently alive, sorted.
+    pub fn alive_peers(&self) -> Vec<String> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = peers
+            .iter()
+            .filter(|(_, p)| p.last_seen.elapsed() <= DEAD_AFTER)
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Plugs the cluster into the hub's session registry and starts the tasks: the registry
+    /// reader, the reader of stanzas for this node, and the heartbeat.
+    pub async fn run(
+        self: &Arc<Self>,
+        hub: &Arc<Hub>,
+        shutdown: watch::Receiver<bool>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<()> {
+        let _ = self.hub.set(Arc::downgrade(hub));
+        hub.sessions.set_link(self.clone());
+        let mut registry = self
+            .client
+            .subscribe(self.registry_subject())
+            .await
+            .context("subscribing to the cluster registry on NATS")?;
+        let mut inbox = self
+            .client
+            .subscribe(self.node_subject(&self.node_id))
+            .await
+            .context("subscribing to this node's subject on NATS")?;
+        // Make sure both subscriptions are in place before anyone hears of us.
+        self.client
+            .flush()
+            .await
+            .context("talking to NATS (flush)")?;
+        let me = self.clone();
+        let mut sd = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    m = registry.next() => {
+                        let Some(m) = m else { break };
+                        match serde_json::from_slice::<Envelope>(&m.payload) {
+                            Ok(env) => me.on_registry(env).await,
+                            Err(e) => tracing::warn!(error = %e, "unreadable cluster registry message"),
+                        }
+                    }
+                    _ = sd.changed() => if *sd.borrow() { break },
+                }
+            }
+        });
+        let me = self.clone();
+        let mut sd = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    m = inbox.next() => {
+                        let Some(m) = m else { break };
+                        me.on_forward(m).await;
+                    }
+                    _ = sd.changed() => if *sd.borrow() { break },
+                }
+            }
+        });
+        let me = self.clone();
+        let mut sd = shutdown;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        me.publish_registry(Body::Heartbeat);
+                        me.check_peers();
+                    }
+                    _ = sd.changed() => if *sd.borrow() { break },
+                }
+            }
+        });
+        tracing::info!(node = %self.node_id, "joined the cluster");
+        Ok(())
+    }
+
+    /// Waits (a little) until what was published so far has reached the NATS server.
+    pub async fn flush(&self) {
+        // Give the publisher task a moment to drain its queue, then flush the connection.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
+    }
+
+    fn registry_subject(&self) -> String {
+        format!("{}.registry", self.prefix)
+    }
+
+    fn node_subject(&self, node: &str) -> String {
+        format!("{}.node.{node}", self.prefix)
+    }
+
+    fn hub(&self) -> Option<Arc<Hub>> {
+        self.hub.get().and_then(Weak::upgrade)
+    }
+
+    fn publish_registry(&self, body: Body) {
+        let env = Envelope {
+            node: self.node_id.clone(),
+            instance: self.instance.clone(),
+            body,
+        };
+        match serde_json::to_vec(&env) {
+            Ok(v) => {
+                let _ = self.out.send((self.registry_subject(), Bytes::from(v)));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a cluster registry message"),
+        }
+    }
+
+    fn publish_snapshot(&self, want: Option<String>) {
+        let Some(hub) = self.hub() else { return };
+        let sessions = hub
+            .sessions
+            .local_snapshot()
+            .into_iter()
+            .map(|s| WireSession {
+                jid: s.jid.to_string(),
+                priority: s.priority,
+                presence: s.presence.map(|p| p.to_stream_string(NS_CLIENT)),
+            })
+            .collect();
+        self.publish_registry(Body::Snapshot { sessions, want });
+    }
+
+    async fn on_registry(&self, env: Envelope) {
+        if env.node == self.node_id {
+            return;
+        }
+        let Some(hub) = self.hub() else { return };
+        // Any message proves the node alive; a node we did not know (or a new instance of one)
+        // gets our sessions and is asked for its own.
+        let (new, restarted) = {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            match peers.get_mut(&env.node) {
+                Some(p) if p.instance == env.instance => {
+                    p.last_seen = Instant::now();
+                    (false, false)
+                }
+                Some(p) => {
+                    p.instance = env.instance.clone();
+                    p.last_seen = Instant::now();
+                    (true, true)
+                }
+                None => {
+                    peers.insert(
+                        env.node.clone(),
+                        Peer {
+                            instance: env.instance.clone(),
+                            last_seen: Instant::now(),
+                        },
+                    );
+                    (true, false)
+                }
+            }
+        };
+        if restarted {
+            tracing::info!(node = %env.node, "a cluster node restarted");
+            self.node_gone(&hub, &env.node);
+        }
+        if new {
+            let was_dead = self
+                .declared_dead
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&env.node);
+            if was_dead.as_deref() == Some(env.instance.as_str()) {
+                tracing::info!(node = %env.node, "a cluster node declared dead is back");
+                self.revived
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(env.node.clone());
+            }
+            tracing::info!(node = %env.node, "a cluster node joined");
+            self.publish_snapshot(Some(env.node.clone()));
+        }
+        let node = env.node.as_str();
+        match env.body {
+            Body::Heartbeat => {}
+            Body::Bound { jid } => {
+                if let Ok(jid) = Jid::parse(&jid) {
+                    self.upsert(&hub, node, jid, 0, None);
+                }
+            }
+            Body::Unbound { jid } => {
+                if let Ok(jid) = Jid::parse(&jid) {
+                    hub.sessions.remote_remove(node, &jid);
+                }
+            }
+            Body::Presence {
+                jid,
+                priority,
+                presence,
+            } => {
+                if let Ok(jid) = Jid::parse(&jid) {
+                    self.upsert(&hub, node, jid, priority, presence.as_deref());
+                }
+            }
+            Body::Snapshot { sessions, want } => {
+                let mut listed = Vec::with_capacity(sessions.len());
+                for s in sessions {
+                    if let Ok(jid) = Jid::parse(&s.jid) {
+                        listed.push(jid.clone());
+                        self.upsert(&hub, node, jid, s.priority, s.presence.as_deref());
+                    }
+                }
+                for st in hub.sessions.remote_of_node(node) {
+                    if !listed.contains(&st.handle.jid) {
+                        hub.sessions.remote_remove(node, &st.handle.jid);
+                    }
+                }
+                if want.as_deref() == Some(self.node_id.as_str()) {
+                    self.publish_snapshot(None);
+                }
+                let revived = self
+                    .revived
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(node);
+                if revived {
+                    let sessions = hub.sessions.remote_of_node(node);
+                    let federated = self.is_lowest_alive();
+                    let hub = hub.clone();
+                    // In a task of its own, like the broadcast in `node_gone`.
+                    tokio::spawn(async move {
+                        if let Err(e) = hub.sessions_back(&sessions, federated).await {
+                            tracing::error!(error = %e, "store error while sending presence again");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    fn upsert(&self, hub: &Hub, node: &str, jid: Jid, priority: i8, presence: Option<&str>) {
+        let presence = presence.and_then(|p| parse_stanza(p).ok());
+        let rs = RemoteSession {
+            jid,
+            priority,
+            presence,
+        };
+        if let Some(old) = hub.sessions.remote_upsert(node, rs) {
+            // The same resource bound on another node, later than ours: the newer one wins.
+            old.handle.kick(
+                StreamErrorCondition::Conflict,
+                "replaced by a new connection with the same resource",
+            );
+        }
+    }
+
+    /// Declares dead the nodes not heard from for [`DEAD_AFTER`].
+    fn check_peers(&self) {
+        let dead: Vec<String> = {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let dead: Vec<String> = peers
+                .iter()
+                .filter(|(_, p)| p.last_seen.elapsed() > DEAD_AFTER)
+                .map(|(n, _)| n.clone())
+                .collect();
+            let mut declared = self.declared_dead.lock().unwrap_or_else(|e| e.into_inner());
+            for n in &dead {
+                if let Some(p) = peers.remove(n) {
+                    declared.insert(n.clone(), p.instance);
+                }
+            }
+            dead
+        };
+        let Some(hub) = self.hub() else { return };
+        for node in dead {
+            tracing::warn!(node = %node, "a cluster node is dead (no heartbeat)");
+            self.node_gone(&hub, &node);
+        }
+    }
+
+    /// Drops a dead (or restarted) node's sessions. The alive node with the lowest id tells
+    /// their watchers they are unavailable; every node drops them.
+    ///
+    /// The broadcast runs in a task of its own: it reads rosters from the database, and the
+    /// registry reader and the heartbeat must not wait for it (a node busy for 3 s would be
+    /// declared dead itself).
+    fn node_gone(&self, hub: &Arc<Hub>, node: &str) {
+        let gone = hub.sessions.remote_drop_node(node);
+        // (A node that restarted is alive again, but does not know its old sessions.)
+        if !self.is_lowest_alive_except(Some(node)) {
+            return;
+        }
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            for st in gone.iter().filter(|s| s.presence.is_some()) {
+                if let Err(e) = hub.broadcast_unavailable(st).await {
+                    tracing::error!(error = %e, "store error while broadcasting unavailable");
+                }
+            }
+        });
+    }
+
+    /// Whether this node has the lowest id among the alive nodes (it speaks for dead ones).
+    fn is_lowest_alive(&self) -> bool {
+        self.is_lowest_alive_except(None)
+    }
+
+    /// Like [`Self::is_lowest_alive`], not counting `except`.
+    fn is_lowest_alive_except(&self, except: Option<&str>) -> bool {
+        self.alive_peers()
+            .iter()
+            .filter(|n| Some(n.as_str()) != except)
+            .all(|n| n.as_str() > self.node_id.as_str())
+    }
+
+    /// A stanza another node forwarded to a session of this one.
+    async fn on_forward(&self, m: async_nats::Message) {
+        let ok = match serde_json::from_slice::<Forward>(&m.payload) {
+            Ok(f) => match (Jid::parse(&f.to), parse_stanza(&f.stanza)) {
+                (Ok(to), Ok(el)) => match self.hub() {
+                    Some(hub) => hub.forwarded(&to, el, m.reply.is_some()).await,
+                    None => false,
+                },
+                _ => {
+                    tracing::warn!("unreadable stanza forwarded by a cluster node");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable stanza forwarded by a cluster node");
+                false
+            }
+        };
+        if let Some(reply) = m.reply {
+            let answer = Bytes::from_static(if ok { b"1" } else { b"0" });
+            if let Err(e) = self.client.publish(reply, answer).await {
+                tracing::warn!(error = %e, "cannot answer a cluster delivery");
+            }
+        }
+    }
+
+    fn encode_forward(to: &Jid, el: &Element) -> Option<Bytes> {
+        let f = Forward {
+            to: to.to_string(),
+            stanza: el.to_stream_string(NS_CLIENT),
+        };
+        serde_json::to_vec(&f).ok().map(Bytes::from)
+    }
+}
+
+impl NodeLink for Cluster {
+    fn forward(&self, node: &str, to: &Jid, el: Element) {
+        if let Some(payload) = Self::encode_forward(to, &el) {
+            let _ = self.out.send((self.node_subject(node), payload));
+        }
+    }
+
+    fn deliver(
+        &self,
+        node: &str,
+        to: &Jid,
+        el: Element,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'static>> {
+        let client = self.client.clone();
+        let subject = self.node_subject(node);
+        let payload = Self::encode_forward(to, &el);
+        Box::pin(async move {
+            let Some(payload) = payload else { return false };
+            match client.request(subject, payload).await {
+                Ok(reply) => reply.payload.as_ref() == b"1",
+                Err(e) => {
+                    tracing::debug!(error = %e, "a cluster delivery failed");
+                    false
+                }
+            }
+        })
+    }
+
+    fn publish(&self, change: LocalChange) {
+        let body = match change {
+            LocalChange::Bound(jid) => Body::Bound {
+                jid: jid.to_string(),
+            },
+            LocalChange::Unbound(jid) => Body::Unbound {
+                jid: jid.to_string(),
+            },
+            LocalChange::Presence(jid, priority, presence) => Body::Presence {
+                jid: jid.to_string(),
+                priority,
+                presence: presence.map(|p| p.to_stream_string(NS_CLIENT)),
+            },
+        };
+        self.publish_registry(body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_messages_round_trip() {
+        let env = Envelope {
+            node: "n1".into(),
+            instance: "i".into(),
+            body: Body::Presence {
+                jid: "a@x/r".into(),
+                priority: -3,
+                presence: Some("<presence/>".into()),
+            },
+        };
+        let text = serde_json::to_string(&env).unwrap();
+        assert!(text.contains("\"kind\":\"presence\""), "{text}");
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert!(matches!(back.body, Body::Presence { priority: -3, .. }));
+        let hb: Envelope =
+            serde_json::from_str(r#"{"node":"n2","instance":"j","kind":"heartbeat"}"#).unwrap();
+        assert!(matches!(hb.body, Body::Heartbeat));
+    }
+}
