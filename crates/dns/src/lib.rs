@@ -56,6 +56,7 @@ pub mod config;
 pub mod error;
 pub mod locator;
 pub mod select;
+pub mod stats;
 #[cfg(feature = "test-server")]
 pub mod testserver;
 
@@ -64,3 +65,4 @@ pub use config::{LocatorConfig, StaticRoute, StaticRouteError};
 pub use error::Error;
 pub use locator::{Locator, XMPP_SERVER_PORT};
 pub use select::{order_srv, rfc2782_order, SrvOrder, SrvRecord, Target};
+pub use stats::{Histogram, LookupKind, LookupOutcome, LookupStats, DURATION_BUCKETS};

@@ -30,7 +30,7 @@ pub use hub::Hub;
 
 /// The locator SIP federation uses: the `[dns]` settings (SIP static routes come with SIP
 /// federation).
-fn sip_locator(cfg: &Config) -> Result<entente_dns::Locator> {
+fn sip_locator(cfg: &Config, stats: Arc<entente_dns::LookupStats>) -> Result<entente_dns::Locator> {
     let mut lc = entente_dns::LocatorConfig::default();
     for n in &cfg.dns.nameservers {
         lc.nameservers
@@ -47,7 +47,9 @@ fn sip_locator(cfg: &Config) -> Result<entente_dns::Locator> {
             lc.add_static_route(&p.domain, route);
         }
     }
-    entente_dns::Locator::new(lc).context("setting up the DNS resolver for SIP")
+    Ok(entente_dns::Locator::new(lc)
+        .context("setting up the DNS resolver for SIP")?
+        .with_stats(stats))
 }
 
 /// A running server.
@@ -86,8 +88,12 @@ impl Server {
             tracing::info!(cert = %paths.cert.display(), "generated a self-signed certificate");
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&paths)?);
-        let s2s = s2s::S2s::new(cfg.clone(), tls::Identity::load(&paths)?)?;
         let mut hub = Hub::new(cfg.clone(), store);
+        let s2s = s2s::S2s::new(
+            cfg.clone(),
+            tls::Identity::load(&paths)?,
+            hub.metrics.dns.clone(),
+        )?;
         let gateway = cfg.sip.enabled.then(|| sipfed::Gateway::new(cfg.clone()));
         hub.set_remote(Arc::new(sipfed::FederationRouter {
             cfg: cfg.clone(),
@@ -133,7 +139,7 @@ impl Server {
             let started = sip::start(
                 &cfg,
                 Some(tls::Identity::load(&paths)?),
-                Some(Arc::new(sip_locator(&cfg)?)),
+                Some(Arc::new(sip_locator(&cfg, hub.metrics.dns.clone())?)),
                 gateway.clone(),
                 rx.clone(),
                 &mut tasks,

@@ -187,7 +187,12 @@ struct LinkTx {
 }
 
 impl S2s {
-    pub fn new(cfg: Arc<Config>, id: Identity) -> Result<Arc<S2s>> {
+    /// `dns_stats`: where the locator counts its DNS look-ups (the hub's metrics).
+    pub fn new(
+        cfg: Arc<Config>,
+        id: Identity,
+        dns_stats: Arc<entente_dns::LookupStats>,
+    ) -> Result<Arc<S2s>> {
         let mut lc = entente_dns::LocatorConfig::default();
         for n in &cfg.dns.nameservers {
             lc.nameservers
@@ -204,7 +209,9 @@ impl S2s {
                 lc.add_static_route(&p.domain, route);
             }
         }
-        let locator = Locator::new(lc).context("setting up the DNS resolver")?;
+        let locator = Locator::new(lc)
+            .context("setting up the DNS resolver")?
+            .with_stats(dns_stats);
         let roots = crate::tls::root_store(cfg.s2s.ca_file.as_deref(), cfg.s2s.system_roots)?;
         let mut secret = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut secret);
