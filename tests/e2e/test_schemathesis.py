@@ -111,7 +111,8 @@ def test_schemathesis_finds_nothing(api, workdir):
         "--output-truncate", "false",
     ]
     env = dict(os.environ, SCHEMATHESIS_HOOKS="", NO_COLOR="1")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
+    # In the temporary directory: schemathesis keeps its example database in ./.schemathesis.
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, cwd=workdir)
     out = r.stdout + r.stderr
     print(out[-20000:])
     assert r.returncode == 0, f"schemathesis reported problems (exit {r.returncode}); see above"
