@@ -6,11 +6,10 @@ look-ups, then the RFC 6120 fallback to its own address) while the stanza bounce
 exposition is parsed strictly (tests/e2e/test_metrics_links.py's parser)."""
 import asyncio
 import time
-import urllib.request
 
 from conftest import free_port
 from federation import federating, login
-from test_metrics_links import Api, parse_exposition, value
+from test_metrics_links import Api, value
 from xmpp_client import error_condition, next_matching
 
 TOKEN = "dns-metrics-token-0123456789"
@@ -62,7 +61,12 @@ def test_dns_lookups_are_counted_and_timed(make_server, make_testdns, test_ca, w
                    users=(("bob", "bob-pw"),))
     api = Api(admin_port, token=TOKEN)
     deadline = time.time() + 10
-    while api.request("GET", "/health", auth=False)[0] != 200:
+    while True:  # the admin listener is bound after the client one
+        try:
+            if api.request("GET", "/health", auth=False)[0] == 200:
+                break
+        except OSError:
+            pass
         assert time.time() < deadline, "the admin API did not come up"
         time.sleep(0.05)
 
