@@ -1441,3 +1441,45 @@ impl AsyncWrite for Conn {
         conn_dispatch!(self, s => s.poll_shutdown(cx), std::task::Poll::Ready(Ok(())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real socket whose peer never reads: the write gives up after the limit, with
+    /// `TimedOut`, instead of waiting forever; a peer that reads gets everything.
+    #[tokio::test]
+    async fn writes_to_a_peer_that_does_not_read_time_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut out = TcpStream::connect(addr).await.unwrap();
+        let (_stuck, _) = listener.accept().await.unwrap();
+        // More than the kernel buffers of both ends together.
+        let data = vec![b'x'; 64 << 20];
+        let limit = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let e = write_within(&mut out, &data, limit).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let (cond, label, text) = write_failure("b.test", &e, Duration::from_secs(30));
+        assert_eq!((cond, label), ("remote-server-timeout", "timeout"));
+        assert!(
+            text.contains("b.test did not accept data for 30 seconds"),
+            "{text}"
+        );
+
+        let mut out = TcpStream::connect(addr).await.unwrap();
+        let (mut reader, _) = listener.accept().await.unwrap();
+        let read = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let _ = reader.read_to_end(&mut got).await;
+            got.len()
+        });
+        let small = vec![b'y'; 1 << 20];
+        write_within(&mut out, &small, Duration::from_secs(10))
+            .await
+            .unwrap();
+        drop(out);
+        assert_eq!(read.await.unwrap(), 1 << 20);
+    }
+}
