@@ -44,6 +44,12 @@
 //! failure is never mistaken for "no SRV record": the A/AAAA fallback is taken only on
 //! NXDOMAIN/NODATA.
 //!
+//! ## Metrics
+//!
+//! Every query the [`Locator`] sends is counted by kind and outcome and timed in
+//! [`stats::LookupStats`] (plain atomics); the server shares one between its locators and
+//! renders it at `/metrics`. Static routes and IP literals send no query and are not counted.
+//!
 //! ## Test DNS server
 //!
 //! With the `test-server` feature, `testserver::TestDns` runs an in-process authoritative
