@@ -44,6 +44,12 @@
 //! failure is never mistaken for "no SRV record": the A/AAAA fallback is taken only on
 //! NXDOMAIN/NODATA.
 //!
+//! ## Metrics
+//!
+//! Every query the [`Locator`] sends is counted by kind and outcome and timed in
+//! [`stats::LookupStats`] (plain atomics); the server shares one between its locators and
+//! renders it at `/metrics`. Static routes and IP literals send no query and are not counted.
+//!
 //! ## Test DNS server
 //!
 //! With the `test-server` feature, `testserver::TestDns` runs an in-process authoritative
@@ -56,6 +62,7 @@ pub mod config;
 pub mod error;
 pub mod locator;
 pub mod select;
+pub mod stats;
 #[cfg(feature = "test-server")]
 pub mod testserver;
 
@@ -64,3 +71,4 @@ pub use config::{LocatorConfig, StaticRoute, StaticRouteError};
 pub use error::Error;
 pub use locator::{Locator, XMPP_SERVER_PORT};
 pub use select::{order_srv, rfc2782_order, SrvOrder, SrvRecord, Target};
+pub use stats::{Histogram, LookupKind, LookupOutcome, LookupStats, DURATION_BUCKETS};

@@ -3,8 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use hickory_resolver::config::{
@@ -22,6 +22,7 @@ use crate::candidate::{Candidate, Origin, Transport};
 use crate::config::{LocatorConfig, StaticRoute};
 use crate::error::{worse, Error};
 use crate::select::{normalize_host, rfc2782_order, SrvRecord};
+use crate::stats::{LookupKind, LookupOutcome, LookupStats};
 
 /// XMPP server-to-server default port (RFC 6120 §3.2.2), used when no SRV record exists.
 pub const XMPP_SERVER_PORT: u16 = 5269;
@@ -51,6 +52,8 @@ pub struct Locator {
     max_candidates: usize,
     /// Only locked in synchronous sections, never across an `.await`.
     rng: Mutex<StdRng>,
+    /// Every DNS query is counted and timed here (see [`crate::stats`]).
+    stats: Arc<LookupStats>,
 }
 
 impl std::fmt::Debug for Locator {
@@ -136,6 +139,7 @@ impl Locator {
             total_timeout: config.total_timeout,
             max_candidates: config.max_candidates.max(1),
             rng: Mutex::new(rng),
+            stats: Arc::new(LookupStats::new()),
         })
     }
 
@@ -160,6 +164,18 @@ impl Locator {
             .unwrap_or_else(|p| p.into_inner())
             .get(domain)
             .cloned()
+    }
+
+    /// Counts this locator's look-ups in `stats` (shared with other locators) instead of its
+    /// own counters.
+    pub fn with_stats(mut self, stats: Arc<LookupStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// The counters of this locator's DNS look-ups.
+    pub fn stats(&self) -> &Arc<LookupStats> {
+        &self.stats
     }
 
     /// Locates the XMPP servers of `domain` for a server-to-server connection.
@@ -416,7 +432,15 @@ impl Locator {
                 })
             }
         };
-        match self.resolver.lookup(name, RecordType::SRV).await {
+        let started = Instant::now();
+        let answer = self.resolver.lookup(name, RecordType::SRV).await;
+        self.record(
+            LookupKind::Srv,
+            &answer,
+            |l| l.answers().iter().any(|r| matches!(r.data, RData::SRV(_))),
+            started,
+        );
+        match answer {
             Ok(lookup) => {
                 let recs: Vec<SrvRecord> = lookup
                     .answers()
@@ -454,7 +478,19 @@ impl Locator {
                 })
             }
         };
-        match self.resolver.lookup(name, RecordType::NAPTR).await {
+        let started = Instant::now();
+        let answer = self.resolver.lookup(name, RecordType::NAPTR).await;
+        self.record(
+            LookupKind::Naptr,
+            &answer,
+            |l| {
+                l.answers()
+                    .iter()
+                    .any(|r| matches!(r.data, RData::NAPTR(_)))
+            },
+            started,
+        );
+        match answer {
             Ok(lookup) => {
                 let mut recs: Vec<(u16, u16, String, Transport)> = lookup
                     .answers()
@@ -532,8 +568,32 @@ impl Locator {
             return Ok(vec![ip]);
         }
         let name = fqdn(host).map_err(|_| NetError::Message("invalid host name"))?;
-        let lookup = self.resolver.lookup_ip(name).await?;
-        Ok(lookup.iter().collect())
+        let started = Instant::now();
+        let answer = self.resolver.lookup_ip(name).await;
+        self.record(
+            LookupKind::Address,
+            &answer,
+            |l| l.iter().next().is_some(),
+            started,
+        );
+        Ok(answer?.iter().collect())
+    }
+
+    /// Counts one resolver answer: `has_records` tells whether a successful answer holds
+    /// records of the type asked.
+    fn record<T>(
+        &self,
+        kind: LookupKind,
+        answer: &Result<T, NetError>,
+        has_records: impl FnOnce(&T) -> bool,
+        started: Instant,
+    ) {
+        let outcome = match answer {
+            Ok(l) if has_records(l) => LookupOutcome::Ok,
+            Ok(_) => LookupOutcome::NoRecords,
+            Err(e) => outcome_of(e),
+        };
+        self.stats.record(kind, outcome, started.elapsed());
     }
 
     /// Resolves the addresses of every pending candidate (eagerly and in parallel, each distinct
@@ -670,6 +730,21 @@ fn fqdn(host: &str) -> Result<Name, ()> {
     }
     s.push('.');
     Name::from_utf8(&s).map_err(|_| ())
+}
+
+/// The metrics outcome of a resolver error (the same distinctions as [`classify`]).
+fn outcome_of(e: &NetError) -> LookupOutcome {
+    if e.is_nx_domain() {
+        LookupOutcome::NxDomain
+    } else if e.is_no_records_found() {
+        LookupOutcome::NoRecords
+    } else {
+        match e {
+            NetError::Timeout => LookupOutcome::Timeout,
+            NetError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => LookupOutcome::Timeout,
+            _ => LookupOutcome::Error,
+        }
+    }
 }
 
 /// Maps a resolver error onto what the procedures need to know.

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use entente_dns::testserver::{parse_zone, TestDns, ZoneRecord};
-use entente_dns::{Candidate, Error, Locator, LocatorConfig, Origin, StaticRoute, Transport};
+use entente_dns::{
+    Candidate, Error, Locator, LocatorConfig, LookupKind, LookupOutcome, Origin, StaticRoute,
+    Transport,
+};
 
 async fn dns(zone: &str) -> TestDns {
     TestDns::start(
@@ -393,7 +396,74 @@ async fn timeout_is_bounded_when_nothing_answers() {
     );
     assert_eq!(e.to_string(), "DNS: timed out looking up slow.test");
     assert!(e.is_transient());
+    // Both SRV queries timed out and were counted as such (the total timeout may cut one
+    // short, which is not counted: it never ended).
+    let stats = loc.stats();
+    assert!(stats.count(LookupKind::Srv, LookupOutcome::Timeout) >= 1);
+    assert_eq!(stats.count(LookupKind::Srv, LookupOutcome::Ok), 0);
+    let h = stats.histogram(LookupKind::Srv);
+    assert!(h.sum >= 0.9, "{h:?}");
     drop(udp);
+}
+
+#[tokio::test]
+async fn lookups_are_counted_by_kind_and_outcome() {
+    let d = dns("
+        _xmpp-server._tcp.b.test. SRV 10 0 5269 x.b.test.
+        x.b.test. A 127.0.0.2
+        plain.test. A 127.0.0.7
+        relay.internal. A 127.0.0.42
+    ")
+    .await;
+    let mut cfg = config(&d);
+    cfg.add_static_route("static.test", "tls://relay.internal".parse().unwrap())
+        .add_static_route("literal.test", "127.0.0.9:5299".parse().unwrap());
+    let loc = Locator::new(cfg).unwrap();
+    let stats = loc.stats().clone();
+    let n = |k, o| stats.count(k, o);
+
+    // _xmpp-server: records; _xmpps-server: no such name; x.b.test: an address.
+    loc.xmpp_server("b.test").await.unwrap();
+    assert_eq!(n(LookupKind::Srv, LookupOutcome::Ok), 1);
+    assert_eq!(n(LookupKind::Srv, LookupOutcome::NxDomain), 1);
+    assert_eq!(n(LookupKind::Address, LookupOutcome::Ok), 1);
+
+    // A missing domain: both SRV names and the fallback address look-up fail as NXDOMAIN.
+    loc.xmpp_server("missing.test").await.unwrap_err();
+    assert_eq!(n(LookupKind::Srv, LookupOutcome::NxDomain), 3);
+    assert_eq!(n(LookupKind::Address, LookupOutcome::NxDomain), 1);
+
+    // SIP: NAPTR of a name that exists without NAPTR records is NODATA.
+    loc.sip_server("plain.test", &[Transport::Tcp])
+        .await
+        .unwrap();
+    assert_eq!(n(LookupKind::Naptr, LookupOutcome::NoRecords), 1);
+
+    // Static routes are not DNS look-ups; the route's host name is.
+    let before_srv = stats.histogram(LookupKind::Srv).count;
+    loc.xmpp_server("static.test").await.unwrap();
+    loc.xmpp_server("literal.test").await.unwrap();
+    assert_eq!(stats.histogram(LookupKind::Srv).count, before_srv);
+    assert_eq!(
+        n(LookupKind::Address, LookupOutcome::Ok),
+        3,
+        "plain.test and relay.internal"
+    );
+
+    // Every look-up is in the histogram once; no errors or timeouts here.
+    for kind in LookupKind::ALL {
+        let total: u64 = LookupOutcome::ALL.iter().map(|o| n(kind, *o)).sum();
+        assert_eq!(stats.histogram(kind).count, total, "{kind:?}");
+        assert_eq!(
+            n(kind, LookupOutcome::Error) + n(kind, LookupOutcome::Timeout),
+            0
+        );
+    }
+
+    // Locators built with the same counters add up.
+    let shared = Locator::new(config(&d)).unwrap().with_stats(stats.clone());
+    shared.xmpp_server("b.test").await.unwrap();
+    assert!(n(LookupKind::Srv, LookupOutcome::Ok) >= 2);
 }
 
 #[tokio::test]

@@ -363,9 +363,18 @@ fn field<'a>(m: &'a Map<String, Value>, name: &str) -> ApiResult<&'a str> {
     }
 }
 
+/// The longest user name the API takes, in characters (the store's limit is 1023 bytes; 255
+/// characters of at most 4 bytes always fit, and the OpenAPI document can say it).
+const MAX_NAME_CHARS: usize = 255;
+
 /// The bare JID of a local account, from `alice` or `alice@<domain>`.
 fn user_jid(hub: &Hub, field_name: &str, name: &str) -> ApiResult<String> {
     let domain = &hub.cfg.domain;
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::bad(format!(
+            "{field_name}: longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
     let local = match name.split_once('@') {
         Some((l, d)) => {
             if !d.eq_ignore_ascii_case(domain) {
@@ -377,6 +386,13 @@ fn user_jid(hub: &Hub, field_name: &str, name: &str) -> ApiResult<String> {
         }
         None => name,
     };
+    // `.` and `..` are valid localparts, but a URL path cannot name them (clients remove dot
+    // segments), so the API does not create or address such accounts.
+    if local == "." || local == ".." {
+        return Err(ApiError::bad(format!(
+            "{field_name}: {name:?}: the API does not take the user names . and .."
+        )));
+    }
     let local = entente_model::jid::validate_username(local).map_err(|e| {
         ApiError::bad(format!(
             "{field_name}: {name:?} is not a valid user name: {e}"
@@ -394,6 +410,11 @@ async fn existing_user(hub: &Hub, name: &str) -> ApiResult<String> {
 }
 
 fn parse_target(s: &str) -> ApiResult<Target> {
+    if s.contains('/') {
+        return Err(ApiError::bad(format!(
+            "target: {s:?}: a rule names a user, a domain or *.domain, not a resource"
+        )));
+    }
     Target::parse(s).map_err(|e| ApiError::bad(format!("target: {e}")))
 }
 
@@ -1038,12 +1059,50 @@ async fn federation_policy_delete(State(st): St) -> ApiResult<Json<FederationPol
     Ok(Json(policy_body(&view)))
 }
 
-async fn openapi() -> Json<Value> {
-    Json(openapi_document())
+async fn openapi(State(st): St) -> Json<Value> {
+    Json(openapi_document(&st.hub.cfg.domain))
 }
 
-/// The OpenAPI 3.0 description of exactly the routes above.
-pub fn openapi_document() -> Value {
+// ---- patterns of the OpenAPI document ----
+//
+// The path and body strings are described by regular expressions that accept exactly what the
+// handlers accept (checked by schemathesis in tests/e2e/test_schemathesis.py, which sends
+// strings that match, and strings that do not, and expects them accepted and refused). They use
+// the common subset of ECMA 262 and Python regular expressions, except `\w`, which is meant in
+// its Unicode sense (letters, digits and `_`, as `char::is_alphanumeric` in the JID parser).
+
+/// One character of a localpart: not a control character, not white space, none of RFC 7622
+/// §3.3.1's `"&'/:<>@` (the set `entente_model::jid` refuses).
+const LOCAL_CHAR: &str =
+    r#"[^\x00-\x20\x7f-\xa0"&'/:<>@\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"#;
+/// The same without `.`.
+const LOCAL_CHAR_NO_DOT: &str =
+    r#"[^.\x00-\x20\x7f-\xa0"&'/:<>@\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"#;
+/// A domain: labels of letters, digits, `_` and inner `-`, with an optional final dot. (A label
+/// is at most 63 bytes in UTF-8; the pattern allows 63 characters, the server refuses more
+/// bytes with 400.)
+const DOMAIN: &str = r"\w(?:[\w-]{0,61}\w)?(?:\.\w(?:[\w-]{0,61}\w)?)*\.?";
+
+/// A localpart of 1 to `MAX_NAME_CHARS` characters, but not `.` or `..`.
+fn local_pattern() -> String {
+    let (c, n) = (LOCAL_CHAR, LOCAL_CHAR_NO_DOT);
+    format!(r"(?:{n}{c}{{0,254}}|\.{n}{c}{{0,253}}|\.\.{c}{{1,253}})")
+}
+
+/// A user name of the API: a localpart, or a bare JID of `domain`.
+fn user_name_pattern(domain: &str) -> String {
+    format!("^{}(?:@{})?$", local_pattern(), domain.replace('.', r"\."))
+}
+
+/// The OpenAPI 3.0 description of exactly the routes above, for the server of `domain`.
+pub fn openapi_document(domain: &str) -> Value {
+    let name_pattern = user_name_pattern(domain);
+    let domain_pattern = format!("^{DOMAIN}$");
+    let target_pattern = format!(r"^(?:\*\.{DOMAIN}|(?:{}@)?{DOMAIN})$", local_pattern());
+    let full_jid_pattern = format!(
+        r"^(?:{}@)?{DOMAIN}/[^\x00-\x1f\x7f-\x9f]{{1,255}}$",
+        local_pattern()
+    );
     let err = |desc: &str| {
         json!({
             "description": desc,
@@ -1056,7 +1115,7 @@ pub fn openapi_document() -> Value {
     let name_param = json!({
         "name": "name", "in": "path", "required": true,
         "description": "the user name (`alice`) or bare JID (`alice@domain`)",
-        "schema": { "type": "string" }
+        "schema": { "type": "string", "pattern": name_pattern, "maxLength": 1000 }
     });
     let unauthorized = err("no or a wrong bearer token");
     let cluster_schema = json!({
@@ -1175,7 +1234,7 @@ pub fn openapi_document() -> Value {
                 "Rule": {
                     "type": "object", "required": ["target", "rule"],
                     "properties": {
-                        "target": { "type": "string", "description": "user@domain, domain or *.domain" },
+                        "target": { "type": "string", "description": "user@domain, domain or *.domain", "pattern": target_pattern.clone(), "maxLength": 1000 },
                         "rule": { "type": "string", "enum": ["allow", "deny", "block"] }
                     }
                 },
@@ -1331,7 +1390,7 @@ pub fn openapi_document() -> Value {
                 "parameters": [{
                     "name": "domain", "in": "path", "required": true,
                     "description": "the peer's domain",
-                    "schema": { "type": "string" }
+                    "schema": { "type": "string", "pattern": domain_pattern, "maxLength": 1000 }
                 }],
                 "responses": {
                     "200": ok_json("what was closed", json!({
@@ -1369,7 +1428,10 @@ pub fn openapi_document() -> Value {
                     "summary": "Create an account",
                     "requestBody": body(json!({
                         "type": "object", "required": ["name", "password"],
-                        "properties": { "name": { "type": "string" }, "password": { "type": "string" } }
+                        "properties": {
+                            "name": { "type": "string", "pattern": name_pattern, "maxLength": 1000 },
+                            "password": { "type": "string", "minLength": 1 }
+                        }
                     })),
                     "responses": {
                         "201": ok_json("created", json!({ "type": "object", "properties": { "jid": { "type": "string" } } })),
@@ -1394,7 +1456,7 @@ pub fn openapi_document() -> Value {
                 "parameters": [name_param.clone()],
                 "requestBody": body(json!({
                     "type": "object", "required": ["password"],
-                    "properties": { "password": { "type": "string" } }
+                    "properties": { "password": { "type": "string", "minLength": 1 } }
                 })),
                 "responses": {
                     "204": no_content("changed"),
@@ -1437,7 +1499,8 @@ pub fn openapi_document() -> Value {
                 "summary": "Remove one presence rule",
                 "parameters": [name_param, {
                     "name": "target", "in": "path", "required": true,
-                    "schema": { "type": "string" }
+                    "description": "user@domain, domain or *.domain",
+                    "schema": { "type": "string", "pattern": target_pattern, "maxLength": 1000 }
                 }],
                 "responses": {
                     "204": no_content("removed"),
@@ -1495,7 +1558,7 @@ pub fn openapi_document() -> Value {
                 "parameters": [{
                     "name": "jid", "in": "path", "required": true,
                     "description": "the full JID, user@domain/resource (the slash may be sent as %2F)",
-                    "schema": { "type": "string" }
+                    "schema": { "type": "string", "pattern": full_jid_pattern, "maxLength": 1000 }
                 }],
                 "responses": {
                     "204": no_content("disconnected"),
@@ -1522,7 +1585,7 @@ mod tests {
 
     #[test]
     fn openapi_lists_every_route() {
-        let doc = openapi_document();
+        let doc = openapi_document("a.test");
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
         assert_eq!(paths, 19);
     }

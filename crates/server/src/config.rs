@@ -290,6 +290,9 @@ pub struct S2sConfig {
     pub connect_timeout_secs: u64,
     /// Seconds to keep retrying an unreachable domain before queued stanzas bounce.
     pub retry_timeout_secs: u64,
+    /// Seconds one write to a federation stream may take (the peer not reading); then the
+    /// connection is dropped and what it was carrying bounces.
+    pub write_timeout_secs: u64,
     /// Stanzas queued per foreign domain while it is unreachable; beyond, new ones bounce.
     pub queue_max: usize,
     /// Largest stanza a peer may send.
@@ -316,6 +319,7 @@ impl Default for S2sConfig {
             idle_timeout_secs: 600,
             connect_timeout_secs: 10,
             retry_timeout_secs: 120,
+            write_timeout_secs: 30,
             queue_max: 1000,
             max_stanza_bytes: 256 * 1024,
             max_stanzas_per_second: 1000,
@@ -955,6 +959,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nats_url"), "{e}");
+    }
+
+    #[test]
+    fn s2s_write_timeout() {
+        assert_eq!(Config::parse("").unwrap().s2s.write_timeout_secs, 30);
+        let c = Config::parse("[s2s]\nwrite_timeout_secs = 5").unwrap();
+        assert_eq!(c.s2s.write_timeout_secs, 5);
+        assert!(Config::parse("[s2s]\nwrite_timeout_secs = -1").is_err());
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use hub::Hub;
 
 /// The locator SIP federation uses: the `[dns]` settings (the SIP peers' static routes come
 /// from [`federation::Federation::register_locator`]).
-fn sip_locator(cfg: &Config) -> Result<entente_dns::Locator> {
+fn sip_locator(cfg: &Config, stats: Arc<entente_dns::LookupStats>) -> Result<entente_dns::Locator> {
     let mut lc = entente_dns::LocatorConfig::default();
     for n in &cfg.dns.nameservers {
         lc.nameservers
@@ -42,7 +42,9 @@ fn sip_locator(cfg: &Config) -> Result<entente_dns::Locator> {
     if let Some(t) = cfg.dns.timeout_secs {
         lc.query_timeout = std::time::Duration::from_secs(t.max(1));
     }
-    entente_dns::Locator::new(lc).context("setting up the DNS resolver for SIP")
+    Ok(entente_dns::Locator::new(lc)
+        .context("setting up the DNS resolver for SIP")?
+        .with_stats(stats))
 }
 
 /// A running server.
@@ -109,6 +111,7 @@ impl Server {
             federation.clone(),
             tls::Identity::load(&paths)?,
             secret,
+            hub.metrics.dns.clone(),
         )?;
         let gateway = cfg
             .sip
@@ -160,7 +163,7 @@ impl Server {
         let mut sip_addrs = Vec::new();
         let mut sip = None;
         if let Some(gateway) = gateway.clone() {
-            let locator = Arc::new(sip_locator(&cfg)?);
+            let locator = Arc::new(sip_locator(&cfg, hub.metrics.dns.clone())?);
             federation.register_locator(federation::RouteKind::Sip, locator.clone());
             let started = sip::start(
                 &cfg,

@@ -6,6 +6,9 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use entente_dns::{LookupKind, LookupOutcome, LookupStats};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where a stanza came from.
@@ -125,6 +128,8 @@ pub struct Metrics {
     s2s_sent: [AtomicU64; 3],
     pub s2s_bounces: LabeledCounter<6>,
     pub s2s_handshake_failures: LabeledCounter<8>,
+    /// DNS look-ups of every locator (XMPP and SIP federation), shared with them.
+    pub dns: Arc<LookupStats>,
 }
 
 impl Default for Metrics {
@@ -144,6 +149,7 @@ impl Metrics {
             s2s_sent: Default::default(),
             s2s_bounces: LabeledCounter::new(BOUNCE_REASONS),
             s2s_handshake_failures: LabeledCounter::new(HANDSHAKE_REASONS),
+            dns: Arc::new(LookupStats::new()),
         }
     }
 
@@ -228,6 +234,7 @@ impl Metrics {
                 v as f64,
             );
         }
+        self.write_dns(e);
         e.family(
             "process_start_time_seconds",
             "Start time of the server since the Unix epoch, in seconds.",
@@ -237,11 +244,66 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// `entente_dns_lookups_total{kind,outcome}` and the histogram
+    /// `entente_dns_lookup_duration_seconds{kind}` (every kind and outcome, zeros included, so
+    /// that rates work from the first scrape).
+    fn write_dns(&self, e: &mut Exposition) {
+        e.family(
+            "entente_dns_lookups_total",
+            "DNS look-ups for federation (srv, naptr, address = A and AAAA of one host), by outcome. Static routes are not counted.",
+            Type::Counter,
+        );
+        for kind in LookupKind::ALL {
+            for outcome in LookupOutcome::ALL {
+                e.sample(
+                    "entente_dns_lookups_total",
+                    &[("kind", kind.as_str()), ("outcome", outcome.as_str())],
+                    self.dns.count(kind, outcome) as f64,
+                );
+            }
+        }
+        e.family(
+            "entente_dns_lookup_duration_seconds",
+            "How long DNS look-ups for federation took, answers from the resolver's cache included.",
+            Type::Histogram,
+        );
+        for kind in LookupKind::ALL {
+            let h = self.dns.histogram(kind);
+            for (le, n) in &h.buckets {
+                let le = format_value(*le);
+                e.sample(
+                    "entente_dns_lookup_duration_seconds_bucket",
+                    &[("kind", kind.as_str()), ("le", &le)],
+                    *n as f64,
+                );
+            }
+            e.sample(
+                "entente_dns_lookup_duration_seconds_bucket",
+                &[("kind", kind.as_str()), ("le", "+Inf")],
+                h.count as f64,
+            );
+            e.sample(
+                "entente_dns_lookup_duration_seconds_sum",
+                &[("kind", kind.as_str())],
+                h.sum,
+            );
+            e.sample(
+                "entente_dns_lookup_duration_seconds_count",
+                &[("kind", kind.as_str())],
+                h.count as f64,
+            );
+        }
+    }
+}
+
 /// A metric family's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Type {
     Counter,
     Gauge,
+    /// Samples `<name>_bucket{le}`, `<name>_sum`, `<name>_count`.
+    Histogram,
 }
 
 /// The content type of the text exposition format.
@@ -264,6 +326,7 @@ impl Exposition {
         let t = match t {
             Type::Counter => "counter",
             Type::Gauge => "gauge",
+            Type::Histogram => "histogram",
         };
         let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.out, "# TYPE {name} {t}");
@@ -388,6 +451,25 @@ mod tests {
         assert!(text.contains("entente_s2s_bounces_total{reason=\"queue-full\"} 1\n"));
         assert!(text.contains("entente_s2s_handshake_failures_total{reason=\"tls\"} 1\n"));
         assert!(text.contains("# TYPE process_start_time_seconds gauge\n"));
+        m.dns.record(
+            LookupKind::Srv,
+            LookupOutcome::NxDomain,
+            std::time::Duration::from_millis(2),
+        );
+        let mut e = Exposition::new();
+        m.write_counters(&mut e);
+        let dns = e.finish();
+        assert!(dns.contains("# TYPE entente_dns_lookup_duration_seconds histogram\n"));
+        assert!(dns.contains("entente_dns_lookups_total{kind=\"srv\",outcome=\"nxdomain\"} 1\n"));
+        assert!(dns.contains("entente_dns_lookups_total{kind=\"address\",outcome=\"ok\"} 0\n"));
+        assert!(dns
+            .contains("entente_dns_lookup_duration_seconds_bucket{kind=\"srv\",le=\"0.001\"} 0\n"));
+        assert!(dns
+            .contains("entente_dns_lookup_duration_seconds_bucket{kind=\"srv\",le=\"0.005\"} 1\n"));
+        assert!(dns
+            .contains("entente_dns_lookup_duration_seconds_bucket{kind=\"srv\",le=\"+Inf\"} 1\n"));
+        assert!(dns.contains("entente_dns_lookup_duration_seconds_count{kind=\"srv\"} 1\n"));
+        assert!(dns.contains("entente_dns_lookup_duration_seconds_sum{kind=\"srv\"} 0.002\n"));
         // Every line is a comment or `name[{labels}] value`.
         for line in text.lines() {
             if line.starts_with('#') {

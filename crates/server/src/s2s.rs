@@ -199,12 +199,14 @@ struct LinkTx {
 impl S2s {
     /// `secret` is the dialback secret (XEP-0185 keys are derived from it): `None` for a random
     /// one per process (a single node); in a cluster every node of the domain passes the same
-    /// one, so that any node can verify a key another node generated.
+    /// one, so that any node can verify a key another node generated. `dns_stats`: where the
+    /// locator counts its DNS look-ups (the hub's metrics).
     pub fn new(
         cfg: Arc<Config>,
         federation: Arc<crate::federation::Federation>,
         id: Identity,
         secret: Option<String>,
+        dns_stats: Arc<entente_dns::LookupStats>,
     ) -> Result<Arc<S2s>> {
         let mut lc = entente_dns::LocatorConfig::default();
         for n in &cfg.dns.nameservers {
@@ -214,7 +216,11 @@ impl S2s {
         if let Some(t) = cfg.dns.timeout_secs {
             lc.query_timeout = Duration::from_secs(t.max(1));
         }
-        let locator = Arc::new(Locator::new(lc).context("setting up the DNS resolver")?);
+        let locator = Arc::new(
+            Locator::new(lc)
+                .context("setting up the DNS resolver")?
+                .with_stats(dns_stats),
+        );
         federation.register_locator(crate::federation::RouteKind::Xmpp, locator.clone());
         let roots = crate::tls::root_store(cfg.s2s.ca_file.as_deref(), cfg.s2s.system_roots)?;
         let secret = secret.unwrap_or_else(random_secret);
@@ -254,6 +260,11 @@ impl S2s {
             max_stanza_bytes: self.cfg.s2s.max_stanza_bytes,
             max_depth: 64,
         }
+    }
+
+    /// How long one write to a federation stream may take (`s2s.write_timeout_secs`).
+    fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.s2s.write_timeout_secs.max(1))
     }
 
     fn count_bounce(&self, reason: &str) {
@@ -606,7 +617,7 @@ impl S2s {
                         v.since = crate::hub::rfc3339_now();
                     });
                     let idle = self
-                        .run_connected(conn, &mut queue, rx, pending, stats, &mut drain)
+                        .run_connected(&remote, conn, &mut queue, rx, pending, stats, &mut drain)
                         .await;
                     stats.update(|v| {
                         v.established = false;
@@ -690,8 +701,15 @@ impl S2s {
     /// Sends queued and new stanzas over an established link. Returns true when the link closed
     /// for being idle or was drained (the task may end), false when the connection broke with
     /// work pending.
+    ///
+    /// Every write is bounded by `s2s.write_timeout_secs`: a peer that stops reading cannot hold
+    /// the task. When a write fails or times out, the stanzas it carried are bounced to their
+    /// senders (the peer may have received some of them: TCP cannot tell), and the connection
+    /// is dropped; stanzas still queued go out on the next connection.
+    #[allow(clippy::too_many_arguments)]
     async fn run_connected(
         &self,
+        remote: &str,
         mut conn: OutConn,
         queue: &mut VecDeque<Element>,
         rx: &mut mpsc::Receiver<Element>,
@@ -707,19 +725,36 @@ impl S2s {
                 m.s2s_sent(&el.name);
             }
         };
+        let write_timeout = self.write_timeout();
         let mut buf = vec![0u8; 8192];
         let mut deadline = Instant::now() + idle;
         loop {
-            while let Some(el) = queue.pop_front() {
-                conn.stream.send_stanza(&el);
-                pending.fetch_sub(1, Ordering::SeqCst);
-                sent(&el);
+            let in_flight: Vec<Element> = queue.drain(..).collect();
+            for el in &in_flight {
+                conn.stream.send_stanza(el);
             }
             let out = conn.stream.take_output();
-            if !out.is_empty() {
-                if conn.io.write_all(&out).await.is_err() || conn.io.flush().await.is_err() {
-                    return false;
+            let written = if out.is_empty() {
+                Ok(())
+            } else {
+                write_within(&mut conn.io, &out, write_timeout).await
+            };
+            for el in &in_flight {
+                pending.fetch_sub(1, Ordering::SeqCst);
+                match &written {
+                    Ok(()) => sent(el),
+                    Err(e) => {
+                        let (cond, label, text) = write_failure(remote, e, write_timeout);
+                        self.count_bounce(label);
+                        self.bounce(el, cond, &text).await;
+                    }
                 }
+            }
+            if let Err(e) = written {
+                tracing::warn!(error = %e, bounced = in_flight.len(), "writing to the federation link failed; dropping the connection");
+                return false;
+            }
+            if !out.is_empty() {
                 deadline = Instant::now() + idle;
             }
             if conn.stream.is_closed() {
@@ -740,7 +775,7 @@ impl S2s {
                 _ = tokio::time::sleep_until(deadline) => {
                     conn.stream.close();
                     let out = conn.stream.take_output();
-                    let _ = conn.io.write_all(&out).await;
+                    let _ = write_within(&mut conn.io, &out, write_timeout).await;
                     let _ = tokio::time::timeout(Duration::from_secs(2), conn.io.shutdown()).await;
                     // Anything that raced in is carried by a new connection.
                     return rx.is_empty();
@@ -758,16 +793,27 @@ impl S2s {
                     }
                     conn.stream.close();
                     let out = conn.stream.take_output();
-                    let ok = conn.io.write_all(&out).await.is_ok() && conn.io.flush().await.is_ok();
+                    // Bounded like every write: a peer that does not read cannot keep the drain
+                    // (and the admin API's answer) waiting.
+                    let written = write_within(&mut conn.io, &out, write_timeout).await;
+                    let ok = written.is_ok();
+                    if let Err(e) = &written {
+                        tracing::warn!(error = %e, bounced = last.len(), "the drained federation link did not take its last stanzas");
+                    }
                     for el in &last {
                         pending.fetch_sub(1, Ordering::SeqCst);
-                        if ok {
-                            sent(el);
-                            stats.flushed.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            stats.bounced.fetch_add(1, Ordering::Relaxed);
-                            self.count_bounce("drained");
-                            self.bounce(el, "remote-server-not-found", "the federation link broke while an administrator was closing it").await;
+                        match &written {
+                            Ok(()) => {
+                                sent(el);
+                                stats.flushed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                stats.bounced.fetch_add(1, Ordering::Relaxed);
+                                self.count_bounce("drained");
+                                let (cond, _, text) = write_failure(remote, e, write_timeout);
+                                let text = format!("{text} (an administrator was closing the link)");
+                                self.bounce(el, cond, &text).await;
+                            }
                         }
                     }
                     if ok {
@@ -993,8 +1039,8 @@ impl S2s {
         {
             Ok(Ok(mut conn)) => {
                 let out = conn.stream.take_output();
-                let _ = conn.io.write_all(&out).await;
-                let _ = conn.io.shutdown().await;
+                let _ = write_within(&mut conn.io, &out, self.write_timeout()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.io.shutdown()).await;
                 conn.verified == Some(true)
             }
             Ok(Err(e)) => {
@@ -1097,12 +1143,12 @@ impl S2s {
         let mut tokens = rate * 2.0;
         let mut last = Instant::now();
         let idle = Duration::from_secs(self.cfg.s2s.idle_timeout_secs.max(60));
+        let write_timeout = self.write_timeout();
         let mut deadline = Instant::now() + hs * 6;
         loop {
             let out = stream.take_output();
             if !out.is_empty() {
-                io.write_all(&out).await?;
-                io.flush().await?;
+                write_within(&mut io, &out, write_timeout).await?;
             }
             if stream.is_closed() {
                 if stream.peer_closed() {
@@ -1159,8 +1205,7 @@ impl S2s {
                 match ev {
                     S2sInEvent::StartTls => {
                         let out = stream.take_output();
-                        io.write_all(&out).await?;
-                        io.flush().await?;
+                        write_within(&mut io, &out, write_timeout).await?;
                         let Conn::Plain(tcp) = std::mem::replace(&mut io, Conn::Gone) else {
                             anyhow::bail!("STARTTLS twice");
                         };
@@ -1330,6 +1375,53 @@ struct OutConn {
     verified: Option<bool>,
 }
 
+/// Writes `out` and flushes it within `limit`, so that a peer that stops reading cannot hold
+/// the task forever; on expiry the error is `TimedOut` (the caller drops the connection).
+async fn write_within<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    out: &[u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    let write = async {
+        io.write_all(out).await?;
+        io.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the peer did not take the data within {} s",
+                limit.as_secs()
+            ),
+        )),
+    }
+}
+
+/// The bounce of a stanza whose write failed: (condition, bounce-metrics reason, text).
+fn write_failure(
+    remote: &str,
+    e: &std::io::Error,
+    limit: Duration,
+) -> (&'static str, &'static str, String) {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        (
+            "remote-server-timeout",
+            "timeout",
+            format!(
+                "{remote} did not accept data for {} seconds; the federation link was dropped",
+                limit.as_secs()
+            ),
+        )
+    } else {
+        (
+            "remote-server-not-found",
+            "other",
+            format!("the federation link to {remote} broke while sending: {e}"),
+        )
+    }
+}
+
 fn peer_names(
     roots: &Arc<RootCertStore>,
     certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
@@ -1409,5 +1501,47 @@ impl AsyncWrite for Conn {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         conn_dispatch!(self, s => s.poll_shutdown(cx), std::task::Poll::Ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real socket whose peer never reads: the write gives up after the limit, with
+    /// `TimedOut`, instead of waiting forever; a peer that reads gets everything.
+    #[tokio::test]
+    async fn writes_to_a_peer_that_does_not_read_time_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut out = TcpStream::connect(addr).await.unwrap();
+        let (_stuck, _) = listener.accept().await.unwrap();
+        // More than the kernel buffers of both ends together.
+        let data = vec![b'x'; 64 << 20];
+        let limit = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let e = write_within(&mut out, &data, limit).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let (cond, label, text) = write_failure("b.test", &e, Duration::from_secs(30));
+        assert_eq!((cond, label), ("remote-server-timeout", "timeout"));
+        assert!(
+            text.contains("b.test did not accept data for 30 seconds"),
+            "{text}"
+        );
+
+        let mut out = TcpStream::connect(addr).await.unwrap();
+        let (mut reader, _) = listener.accept().await.unwrap();
+        let read = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let _ = reader.read_to_end(&mut got).await;
+            got.len()
+        });
+        let small = vec![b'y'; 1 << 20];
+        write_within(&mut out, &small, Duration::from_secs(10))
+            .await
+            .unwrap();
+        drop(out);
+        assert_eq!(read.await.unwrap(), 1 << 20);
     }
 }
