@@ -129,6 +129,9 @@ pub struct StaticRouteError {
     pub reason: &'static str,
 }
 
+/// The longest static route accepted, in bytes.
+pub const MAX_ROUTE_LEN: usize = 1000;
+
 impl FromStr for StaticRoute {
     type Err = StaticRouteError;
 
@@ -137,6 +140,9 @@ impl FromStr for StaticRoute {
             input: input.to_owned(),
             reason,
         };
+        if input.len() > MAX_ROUTE_LEN {
+            return Err(err("longer than 1000 characters"));
+        }
         let s = input.trim();
         let (transport, rest) = match s.split_once("://") {
             Some((scheme, rest)) => {
@@ -190,6 +196,14 @@ impl FromStr for StaticRoute {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_long() {
+        let long = format!("{}:5269", "a".repeat(MAX_ROUTE_LEN));
+        assert!(long.parse::<StaticRoute>().is_err());
+        let fits = format!("{}:5269", "a".repeat(MAX_ROUTE_LEN - 5));
+        assert!(fits.parse::<StaticRoute>().is_ok());
+    }
 
     #[test]
     fn parse_forms() {

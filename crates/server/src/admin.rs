@@ -1082,6 +1082,11 @@ const LOCAL_CHAR_NO_DOT: &str =
 /// is at most 63 bytes in UTF-8; the pattern allows 63 characters, the server refuses more
 /// bytes with 400.)
 const DOMAIN: &str = r"\w(?:[\w-]{0,61}\w)?(?:\.\w(?:[\w-]{0,61}\w)?)*\.?";
+/// A port number, 0 to 65535, in ASCII digits.
+const PORT: &str =
+    r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})";
+/// An IPv4 address as Rust reads one (no leading zeros).
+const IPV4: &str = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
 
 /// A localpart of 1 to `MAX_NAME_CHARS` characters, but not `.` or `..`.
 fn local_pattern() -> String {
@@ -1153,8 +1158,28 @@ pub fn openapi_document(domain: &str) -> Value {
     let domain_param = json!({
         "name": "domain", "in": "path", "required": true,
         "description": "the foreign domain",
-        "schema": { "type": "string" }
+        "schema": { "type": "string", "pattern": domain_pattern.clone(), "maxLength": 1000 }
     });
+    // A foreign domain to set: not this server's own.
+    let foreign_domain_param = json!({
+        "name": "domain", "in": "path", "required": true,
+        "description": "the foreign domain (not this server's)",
+        "schema": {
+            "type": "string", "maxLength": 1000,
+            "pattern": format!(r"^(?!{}\.?$){DOMAIN}$", domain.replace('.', r"\."))
+        }
+    });
+    let domain_list = json!({ "type": "array", "items": { "type": "string", "pattern": domain_pattern.clone(), "maxLength": 1000 } });
+    let ip_list = |min: u64| {
+        json!({
+            "type": "array", "minItems": min,
+            "items": { "anyOf": [
+                { "type": "string", "pattern": format!("^{IPV4}$") },
+                { "type": "string", "format": "ipv6" }
+            ] },
+            "description": "IP addresses the peer's requests come from"
+        })
+    };
     // Any presence profile names an XMPP peer's; SIP peers take the non-XMPP ones.
     let mut xmpp_profiles: Vec<Value> = entente_model::availability::Profile::ALL
         .iter()
@@ -1167,8 +1192,9 @@ pub fn openapi_document(domain: &str) -> Value {
         .collect();
     xmpp_profiles.push(Value::Null);
     let routes_schema = json!({
-        "type": "array", "items": { "type": "string" },
-        "description": "static routes tried before DNS: host:port, tls://host:port (SIP also tcp://host:port)"
+        "type": "array",
+        "items": { "type": "string", "maxLength": 1000, "pattern": format!("^(?:tls://)?{DOMAIN}:{PORT}$") },
+        "description": "static routes tried before DNS: host:port or tls://host:port (the configuration file also takes [IPv6]:port, and for SIP tcp://host:port)"
     });
     json!({
         "openapi": "3.0.3",
@@ -1211,15 +1237,35 @@ pub fn openapi_document(domain: &str) -> Value {
                     }
                 },
                 "SipDomainSettings": {
-                    "type": "object", "required": ["protocol"], "additionalProperties": false,
                     "description": "the fields of [[sip.peer]]; only when [sip] enabled",
+                    "oneOf": [
+                        { "$ref": "#/components/schemas/SipTlsDomainSettings" },
+                        { "$ref": "#/components/schemas/SipTcpDomainSettings" }
+                    ]
+                },
+                "SipTlsDomainSettings": {
+                    "type": "object", "required": ["protocol"], "additionalProperties": false,
+                    "description": "a SIP peer over TLS (the default transport)",
+                    "properties": {
+                        "protocol": { "type": "string", "enum": ["sip"] },
+                        "profile": { "type": "string", "enum": sip_profiles.clone(), "description": "default simple" },
+                        "transport": { "type": "string", "enum": ["tls"] },
+                        "mutual_tls": { "type": "boolean", "nullable": true },
+                        "routes": routes_schema.clone(),
+                        "source_addrs": ip_list(0),
+                        "im": { "type": "string", "nullable": true, "enum": ["session", "page", null] }
+                    }
+                },
+                "SipTcpDomainSettings": {
+                    "type": "object", "required": ["protocol", "transport", "source_addrs"], "additionalProperties": false,
+                    "description": "a SIP peer over plain TCP, authenticated by its source addresses",
                     "properties": {
                         "protocol": { "type": "string", "enum": ["sip"] },
                         "profile": { "type": "string", "enum": sip_profiles, "description": "default simple" },
-                        "transport": { "type": "string", "enum": ["tls", "tcp"] },
-                        "mutual_tls": { "type": "boolean", "nullable": true },
+                        "transport": { "type": "string", "enum": ["tcp"] },
+                        "mutual_tls": { "type": "boolean", "nullable": true, "enum": [false, null] },
                         "routes": routes_schema,
-                        "source_addrs": { "type": "array", "items": { "type": "string" }, "description": "IP addresses; required with transport tcp" },
+                        "source_addrs": ip_list(1),
                         "im": { "type": "string", "nullable": true, "enum": ["session", "page", null] }
                     }
                 },
@@ -1308,7 +1354,7 @@ pub fn openapi_document(domain: &str) -> Value {
             "/api/federation/domains/{domain}": {
                 "put": {
                     "summary": "Set a foreign domain's settings (replacing the file's for that domain, in either protocol); in effect at once, and kept across restarts. Links with an XMPP domain whose settings changed are drained.",
-                    "parameters": [domain_param.clone()],
+                    "parameters": [foreign_domain_param],
                     "requestBody": body(json!({ "oneOf": [
                         { "$ref": "#/components/schemas/XmppDomainSettings" },
                         { "$ref": "#/components/schemas/SipDomainSettings" }
@@ -1354,7 +1400,7 @@ pub fn openapi_document(domain: &str) -> Value {
                         "type": "object", "required": ["policy"], "additionalProperties": false,
                         "properties": {
                             "policy": { "type": "string", "enum": ["open", "allowlist", "denylist"] },
-                            "domains": { "type": "array", "items": { "type": "string" } }
+                            "domains": domain_list
                         }
                     })),
                     "responses": {
