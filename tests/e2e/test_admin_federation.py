@@ -8,7 +8,9 @@ real binary with real peers, without a restart.
   the policy through the CLI) makes federation work both ways at once; taking it out of the
   policy drains the links and messages bounce again; the changes survive a restart.
 - SIP: a SIP peer domain added at run time is accepted (and reached through the static route
-  given with it), and refused again once removed.
+  given with it), and refused again once removed; its dialogs are ended first (a final NOTIFY
+  `terminated;reason=noresource` to its watcher, BYE for the IM session, an unsubscribing
+  SUBSCRIBE for our subscription), over its former route.
 - Bad input answers 400 with a reason naming the field.
 - Two servers on one database (SQLite file, PostgreSQL): a change through one's API reaches
   the other through the store's federation version.
@@ -348,14 +350,39 @@ listen_tls = []
 
         assert inbound_subscriptions() == 1
 
-        # Removed: refused again, and its subscription is forgotten.
-        r = cli(e, "domains", "remove", "lync.test")
-        assert "removed lync.test" in r.stdout
+        async def remove_with_dialogs():
+            # alice opens an IM session with carol (lync: INVITE, then MESSAGE in it) and
+            # subscribes to her presence: three dialogs with lync.test.
+            alice = await Client(e, "alice", "pw").login()
+            alice.send_message(mto="carol@lync.test", mbody="hello carol", mtype="chat")
+            invite = await asyncio.to_thread(peer.wait_request, "INVITE", None, 10)
+            await asyncio.to_thread(peer.wait_request, "MESSAGE",
+                                    lambda m: m.call_id == invite.call_id, 10)
+            alice.send_presence_subscription(pto="carol@lync.test")
+            sub = await asyncio.to_thread(peer.wait_request, "SUBSCRIBE", None, 10)
+
+            # Removed: each dialog is ended over the domain's former route before it is
+            # forgotten, as a notifier and a UA should.
+            r = await acli(e, "domains", "remove", "lync.test")
+            assert "removed lync.test" in r.stdout
+            final = await asyncio.to_thread(
+                peer.wait_request, "NOTIFY",
+                lambda m: (m.header("Subscription-State") or "").startswith("terminated"), 10)
+            assert final.header("Subscription-State") == "terminated;reason=noresource", final.summary()
+            assert not final.body, final.summary()
+            bye = await asyncio.to_thread(peer.wait_request, "BYE", None, 10)
+            assert bye.call_id == invite.call_id, bye.summary()
+            unsub = await asyncio.to_thread(peer.wait_request, "SUBSCRIBE", None, 10)
+            assert unsub.call_id == sub.call_id and unsub.header("Expires") == "0", unsub.summary()
+            await alice.logout()
+
+        asyncio.run(remove_with_dialogs())
+        # Refused again, and its subscription is forgotten.
         deadline = time.time() + 10
         while inbound_subscriptions() != 0:
             assert time.time() < deadline, "the removed domain's subscription is still there"
             time.sleep(0.2)
-        assert "SIP domains are no longer permitted: forgetting their dialogs" in e.log()
+        assert "SIP domains are no longer permitted: ending and forgetting their dialogs" in e.log()
         r = peer.request("MESSAGE", "sip:alice@a.test", from_uri="sip:carol@lync.test",
                          to_uri="sip:alice@a.test", body="hi")
         assert r.status == 403, r.summary()

@@ -201,8 +201,11 @@ fn run(cli: Cli) -> Result<()> {
                 xmpp: !sip_only,
                 sip: !xmpp_only,
             };
-            let steps = runtime()?.block_on(entente_server::check::check_federation(
+            let rt = runtime()?;
+            let view = rt.block_on(effective_federation(&cfg));
+            let steps = rt.block_on(entente_server::check::check_federation(
                 &cfg,
+                &view,
                 &domain,
                 which,
                 |s| {
@@ -360,6 +363,42 @@ fn dns_records(cfg: &Config, ttl: u32) -> Result<String> {
         "; each host above needs A and/or AAAA records for its public address, and a certificate\n; whose subjectAltName contains {domain}"
     )?;
     Ok(out)
+}
+
+/// The federation in effect for `check-federation`: the file's with the admin API's changes
+/// from the store, or the file's alone (with a note) when the store cannot be read. A SQLite
+/// database that does not exist yet is not created: nothing was changed through the API.
+async fn effective_federation(cfg: &Config) -> entente_server::federation::FederationView {
+    use entente_server::federation::{Federation, FederationView};
+    let url = cfg.database_url();
+    let file_only = |why: String| {
+        println!("note: using the configuration file's federation settings only ({why})");
+        FederationView::from_config(cfg)
+    };
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        let path = path.split('?').next().unwrap_or(path);
+        if !path.contains(":memory:") && !std::path::Path::new(path).exists() {
+            return file_only(format!("no database at {path}"));
+        }
+    }
+    let store = match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        entente_store::Store::open(&url),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return file_only(format!("the database cannot be read: {e}")),
+        Err(_) => return file_only("the database did not answer in 10 s".to_string()),
+    };
+    let fed = Federation::new(std::sync::Arc::new(cfg.clone()), store.clone());
+    let view = match fed.reload().await {
+        Ok(v) => (*v).clone(),
+        Err(e) => file_only(format!("reading the admin API's changes: {e}")),
+    };
+    store.close().await;
+    view
 }
 
 async fn open_store(cfg: &Config) -> Result<entente_store::Store> {

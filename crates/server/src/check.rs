@@ -2,6 +2,9 @@
 //! itself will reach it, and says what to fix. The tool an admin runs when federation does not
 //! work.
 //!
+//! The domain's settings are the federation in effect (the file's with the admin API's changes,
+//! a [`FederationView`]): its static routes, SIP transport, and the policy, shown as steps.
+//!
 //! XMPP: SRV look-up, TCP connect to each candidate, the stream header and features, STARTTLS,
 //! the certificate (names, validity for the domain, expiry) and the features after TLS (SASL
 //! EXTERNAL, dialback). SIP: RFC 3263 look-up, TCP connect, TLS and certificate, and an OPTIONS
@@ -17,7 +20,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::Config;
+use crate::config::{Config, PeerTls, SipPeerTransport};
+use crate::federation::{same_domain, FederationView, RouteKind, Source};
 
 /// How a step went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +65,12 @@ pub struct Which {
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// Runs the checks; `progress` sees each step as it completes.
+/// Runs the checks against the federation in effect, `view` (the file's with the admin API's
+/// changes, or the file's alone when the store cannot be read); `progress` sees each step as
+/// it completes.
 pub async fn check_federation(
     cfg: &Config,
+    view: &FederationView,
     domain: &str,
     which: Which,
     mut progress: impl FnMut(&Step),
@@ -72,14 +79,14 @@ pub async fn check_federation(
     for n in &cfg.dns.nameservers {
         lc.nameservers.push(n.parse()?);
     }
-    for p in &cfg.s2s.peer {
-        for r in &p.routes {
-            if let Ok(route) = r.parse::<entente_dns::StaticRoute>() {
-                lc.add_static_route(&p.domain, route);
-            }
-        }
+    if let Some(t) = cfg.dns.timeout_secs {
+        lc.query_timeout = Duration::from_secs(t.max(1));
     }
-    let locator = Locator::new(lc)?;
+    // One locator per protocol, each with its peers' static routes, as the server has.
+    let xmpp_locator = Locator::new(lc.clone())?;
+    xmpp_locator.set_static_routes(view.routes(RouteKind::Xmpp));
+    let sip_locator = Locator::new(lc)?;
+    sip_locator.set_static_routes(view.routes(RouteKind::Sip));
     let roots = crate::tls::root_store(cfg.s2s.ca_file.as_deref(), cfg.s2s.system_roots)?;
     let mut steps = Vec::new();
     let mut push = |s: Step, steps: &mut Vec<Step>| {
@@ -87,16 +94,116 @@ pub async fn check_federation(
         steps.push(s);
     };
     if which.xmpp {
-        for s in check_xmpp(cfg, &locator, &roots, domain).await {
+        for s in xmpp_settings_steps(view, domain) {
+            push(s, &mut steps);
+        }
+        for s in check_xmpp(cfg, &xmpp_locator, &roots, domain).await {
             push(s, &mut steps);
         }
     }
     if which.sip {
-        for s in check_sip(cfg, &locator, &roots, domain).await {
+        let settings = sip_settings_step(view, domain);
+        push(settings, &mut steps);
+        let transports: &[Transport] = match view.sip_peer(domain).map(|p| p.transport) {
+            Some(SipPeerTransport::Tcp) => &[Transport::Tcp],
+            _ => &[Transport::Tls, Transport::Tcp],
+        };
+        for s in check_sip(cfg, &sip_locator, &roots, domain, transports).await {
             push(s, &mut steps);
         }
     }
     Ok(steps)
+}
+
+fn source_text(s: Source) -> &'static str {
+    match s {
+        Source::Config => "the configuration file",
+        Source::Api => "the admin API",
+    }
+}
+
+/// What the federation in effect says about XMPP with `domain`: its settings and the policy.
+fn xmpp_settings_steps(view: &FederationView, domain: &str) -> Vec<Step> {
+    let mut out = Vec::new();
+    let entry = view
+        .xmpp
+        .iter()
+        .find(|(p, _)| same_domain(&p.domain, domain));
+    let removed = view.removed.iter().any(|d| same_domain(d, domain));
+    out.push(match entry {
+        Some((p, src)) => step(
+            "XMPP settings",
+            Verdict::Ok,
+            format!(
+                "from {}: tls {}, routes [{}], profile {}",
+                source_text(*src),
+                match p.tls {
+                    PeerTls::Required => "required",
+                    PeerTls::Optional => "optional",
+                    PeerTls::Never => "never",
+                },
+                p.routes.join(", "),
+                p.profile.as_deref().unwrap_or("(none)")
+            ),
+            None,
+        ),
+        None if removed => step(
+            "XMPP settings",
+            Verdict::Warn,
+            "removed through the admin API: the file's [[s2s.peer]] entry is ignored; DNS only, TLS required",
+            Some("`entente admin domains reset DOMAIN` brings the file's entry back"),
+        ),
+        None => step(
+            "XMPP settings",
+            Verdict::Ok,
+            "no [[s2s.peer]] entry: found through DNS, TLS required",
+            None,
+        ),
+    });
+    if !view.allowed(domain) {
+        out.push(step(
+            "XMPP policy",
+            Verdict::Warn,
+            format!(
+                "the federation policy ({}, from {}) does not permit {domain}: stanzas to and from it are refused",
+                crate::federation::policy_name(view.policy),
+                source_text(view.policy_source)
+            ),
+            Some("change the policy (`entente admin policy set`, or [s2s] policy/domains)"),
+        ));
+    }
+    out
+}
+
+/// What the federation in effect says about SIP with `domain`.
+fn sip_settings_step(view: &FederationView, domain: &str) -> Step {
+    match view
+        .sip
+        .iter()
+        .find(|(p, _)| same_domain(&p.domain, domain))
+    {
+        Some((p, src)) => step(
+            "SIP settings",
+            Verdict::Ok,
+            format!(
+                "from {}: profile {}, transport {}, routes [{}]",
+                source_text(*src),
+                p.profile,
+                match p.transport {
+                    SipPeerTransport::Tls => "tls",
+                    SipPeerTransport::Tcp => "tcp",
+                },
+                p.routes.join(", ")
+            ),
+            None,
+        ),
+        None => step(
+            "SIP settings",
+            Verdict::Warn,
+            format!("{domain} is not a SIP peer: Entente neither sends SIP to it nor accepts SIP from it"),
+            Some("add a [[sip.peer]] entry, or `entente admin domains set DOMAIN --protocol sip`"),
+        ),
+    }
 }
 
 /// Our certificate and key, as federation presents them.
@@ -541,12 +648,10 @@ async fn check_sip(
     locator: &Locator,
     roots: &Arc<rustls::RootCertStore>,
     domain: &str,
+    transports: &[Transport],
 ) -> Vec<Step> {
     let mut out = Vec::new();
-    let cands = match locator
-        .sip_server(domain, &[Transport::Tls, Transport::Tcp])
-        .await
-    {
+    let cands = match locator.sip_server(domain, transports).await {
         Ok(c) => {
             let list: Vec<String> = c.iter().map(|c| c.to_string()).collect();
             out.push(step(
@@ -721,5 +826,53 @@ async fn sip_options_step<S: AsyncRead + AsyncWrite + Unpin>(
             None,
         ),
         Err(_) => step(format!("{name} OPTIONS"), Verdict::Fail, "no answer", None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(toml: &str) -> FederationView {
+        FederationView::from_config(&Config::parse(toml).unwrap())
+    }
+
+    #[test]
+    fn settings_steps_follow_the_view() {
+        let v = view(
+            r#"
+[s2s]
+policy = "allowlist"
+domains = ["a.test"]
+[[s2s.peer]]
+domain = "a.test"
+tls = "never"
+routes = ["127.0.0.1:5269"]
+[sip]
+[[sip.peer]]
+domain = "s.test"
+transport = "tcp"
+source_addrs = ["127.0.0.1"]
+routes = ["tcp://127.0.0.1:5060"]
+"#,
+        );
+        let a = xmpp_settings_steps(&v, "A.test.");
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].verdict, Verdict::Ok);
+        assert!(
+            a[0].detail
+                .contains("from the configuration file: tls never, routes [127.0.0.1:5269]"),
+            "{}",
+            a[0].detail
+        );
+        let b = xmpp_settings_steps(&v, "b.test");
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert!(b[0].detail.starts_with("no [[s2s.peer]] entry"));
+        assert_eq!(b[1].verdict, Verdict::Warn);
+        assert!(b[1].detail.contains("allowlist"), "{}", b[1].detail);
+        let s = sip_settings_step(&v, "s.test");
+        assert_eq!(s.verdict, Verdict::Ok);
+        assert!(s.detail.contains("transport tcp"), "{}", s.detail);
+        assert_eq!(sip_settings_step(&v, "a.test").verdict, Verdict::Warn);
     }
 }

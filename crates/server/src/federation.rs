@@ -68,7 +68,7 @@ pub struct FederationView {
     pub removed: Vec<String>,
 }
 
-fn same_domain(a: &str, b: &str) -> bool {
+pub(crate) fn same_domain(a: &str, b: &str) -> bool {
     a.trim_end_matches('.')
         .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
@@ -177,7 +177,7 @@ impl FederationView {
     }
 
     /// The static routes of every domain of one protocol.
-    fn routes(&self, kind: RouteKind) -> HashMap<String, Vec<StaticRoute>> {
+    pub(crate) fn routes(&self, kind: RouteKind) -> HashMap<String, Vec<StaticRoute>> {
         let parse = |domain: &str, routes: &[String]| -> (String, Vec<StaticRoute>) {
             let r = routes
                 .iter()

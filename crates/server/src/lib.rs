@@ -33,7 +33,10 @@ pub use hub::Hub;
 
 /// The locator SIP federation uses: the `[dns]` settings (the SIP peers' static routes come
 /// from [`federation::Federation::register_locator`]).
-fn sip_locator(cfg: &Config, stats: Arc<entente_dns::LookupStats>) -> Result<entente_dns::Locator> {
+pub(crate) fn sip_locator(
+    cfg: &Config,
+    stats: Arc<entente_dns::LookupStats>,
+) -> Result<entente_dns::Locator> {
     let mut lc = entente_dns::LocatorConfig::default();
     for n in &cfg.dns.nameservers {
         lc.nameservers

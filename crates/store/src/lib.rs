@@ -98,6 +98,10 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ];
 
+/// The PostgreSQL advisory lock key held while migrating (any fixed number the application
+/// uses for nothing else: "entente" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0065_6e74_656e_7465;
+
 /// The `protocol` of a `federation_domains` row that hides a domain the configuration file
 /// lists.
 const REMOVED: &str = "removed";
@@ -179,30 +183,51 @@ impl Store {
                 .await?;
         }
         let store = Store { pool };
-        store.migrate().await?;
+        store.migrate(is_sqlite).await?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<()> {
+    /// Applies the pending migrations, safely when several processes open one fresh database
+    /// at once (cluster nodes starting together): the version is read and the migrations
+    /// applied in one transaction that holds a lock the other processes wait for. On
+    /// PostgreSQL that is a transaction-scoped advisory lock (`CREATE TABLE IF NOT EXISTS`
+    /// alone is not safe there: two sessions creating one table can collide on `pg_type`); on
+    /// SQLite the transaction is `BEGIN IMMEDIATE`, which takes the database's write lock at
+    /// once (others wait up to `busy_timeout`). DDL is transactional on both engines, so a
+    /// failed migration leaves nothing half-applied.
+    async fn migrate(&self, is_sqlite: bool) -> Result<()> {
+        let mut tx = if is_sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        } else {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            tx
+        };
         sqlx::query("CREATE TABLE IF NOT EXISTS entente_schema (version BIGINT NOT NULL)")
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         let row = sqlx::query("SELECT MAX(version) AS v FROM entente_schema")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
         let current: i64 = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0);
+        let mut applied = Vec::new();
         for (i, sql) in MIGRATIONS.iter().enumerate() {
             let version = i as i64 + 1;
             if version <= current {
                 continue;
             }
-            let mut tx = self.pool.begin().await?;
             sqlx::query(*sql).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO entente_schema (version) VALUES ($1)")
                 .bind(version)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
+            applied.push(version);
+        }
+        tx.commit().await?;
+        for version in applied {
             tracing::debug!(version, "applied migration");
         }
         Ok(())
@@ -980,6 +1005,7 @@ mod tests {
         every_query_round_trips,
         lists_sort_in_byte_order,
         migrations_run_once,
+        concurrent_opens_migrate_once,
         federation_overrides,
         shared_secret_first_writer_wins,
     );
@@ -1436,5 +1462,39 @@ mod tests {
             assert_eq!(row.try_get::<i64, _>("n").unwrap(), 1);
         }
         s.close().await;
+    }
+
+    /// Eight processes' worth of stores opening one fresh database at once (cluster nodes
+    /// starting together) all succeed, and every migration is applied and recorded once.
+    async fn concurrent_opens_migrate_once(db: &TestDb) {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let url = db.url.clone();
+            tasks.push(tokio::spawn(async move { Store::open(&url).await }));
+        }
+        let mut stores = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(s) => stores.push(s),
+                Err(e) => panic!("store {i} failed to open: {e}"),
+            }
+        }
+        let rows = sqlx::query("SELECT version FROM entente_schema")
+            .fetch_all(&stores[0].pool)
+            .await
+            .unwrap();
+        let mut versions: Vec<i64> = rows.iter().map(|r| r.try_get("version").unwrap()).collect();
+        versions.sort_unstable();
+        let want: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
+        assert_eq!(versions, want, "each migration recorded exactly once");
+        // Every store works on the migrated schema.
+        for (i, s) in stores.iter().enumerate() {
+            s.user_create(&rec(&format!("u{i}@x"))).await.unwrap();
+        }
+        assert!(stores[7].user_exists("u0@x").await.unwrap());
+        assert_eq!(stores[3].federation_version().await.unwrap(), 0);
+        for s in stores {
+            s.close().await;
+        }
     }
 }

@@ -62,7 +62,7 @@ pub(crate) enum Input {
 }
 
 /// Where [`SipHandle::send_request`] sends a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Destination {
     /// This address over this transport.
@@ -73,6 +73,10 @@ pub enum Destination {
     /// Like [`Destination::Domain`], over this one transport only (a federation peer
     /// configured for TLS, or for plain TCP).
     DomainOver(String, Transport),
+    /// Like [`Destination::DomainOver`], located with this locator instead of the
+    /// endpoint's: for a domain whose static routes the endpoint's locator no longer has (a
+    /// federation peer just removed, sent its last requests over its former routes).
+    DomainVia(String, Transport, Arc<entente_dns::Locator>),
 }
 
 /// A final response and who sent it.
@@ -202,22 +206,33 @@ impl SipHandle {
     ) -> Result<SipResponse, SipError> {
         match dest {
             Destination::Addr(addr) => self.send_once(request, addr, None).await,
-            Destination::Domain(domain) => self.send_to_domain(request, &domain, None).await,
+            Destination::Domain(domain) => {
+                let Some(locator) = &self.inner.locator else {
+                    return Err(SipError::NoCandidate(domain));
+                };
+                self.send_to_domain(locator, request, &domain, None).await
+            }
             Destination::DomainOver(domain, t) => {
-                self.send_to_domain(request, &domain, Some(t)).await
+                let Some(locator) = &self.inner.locator else {
+                    return Err(SipError::NoCandidate(domain));
+                };
+                self.send_to_domain(locator, request, &domain, Some(t))
+                    .await
+            }
+            Destination::DomainVia(domain, t, locator) => {
+                self.send_to_domain(&locator, request, &domain, Some(t))
+                    .await
             }
         }
     }
 
     async fn send_to_domain(
         &self,
+        locator: &entente_dns::Locator,
         request: Request,
         domain: &str,
         only: Option<Transport>,
     ) -> Result<SipResponse, SipError> {
-        let Some(locator) = &self.inner.locator else {
-            return Err(SipError::NoCandidate(domain.to_owned()));
-        };
         let t = &self.inner.transports;
         let mut prefs = Vec::new();
         if t.has_tls() {

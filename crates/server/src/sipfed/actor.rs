@@ -200,8 +200,17 @@ pub(crate) struct Actor {
     /// changed, not the number of subscriptions.
     to_notify: Vec<Key>,
     stats: Arc<super::GatewayStats>,
-    /// The federation version whose SIP peers the dialogs were last checked against.
-    federation_version: i64,
+    /// The federation view whose SIP peers the dialogs were last checked against (the
+    /// settings of a peer removed since are read here, to say goodbye over its routes).
+    federation_seen: Arc<crate::federation::FederationView>,
+    /// The settings last used for each SIP peer domain (by [`Actor::peer`]): a domain
+    /// removed before the task saw a view with it still has its settings here.
+    peers_used: std::sync::Mutex<HashMap<String, SipPeerConfig>>,
+}
+
+/// A SIP peer domain as a map key.
+fn peer_key(domain: &str) -> String {
+    domain.trim_end_matches('.').to_ascii_lowercase()
 }
 
 impl Actor {
@@ -229,7 +238,8 @@ impl Actor {
             ops: HashMap::new(),
             next_op: 0,
             domain_refreshed: HashMap::new(),
-            federation_version: hub.federation.view().version,
+            federation_seen: hub.federation.view(),
+            peers_used: std::sync::Mutex::new(HashMap::new()),
             silent: None,
             to_notify: Vec::new(),
             stats,
@@ -240,7 +250,14 @@ impl Actor {
 
     /// The settings of a SIP peer domain now (they may change at run time, so a copy).
     fn peer(&self, domain: &str) -> Option<SipPeerConfig> {
-        self.federation.view().sip_peer(domain).cloned()
+        let p = self.federation.view().sip_peer(domain).cloned();
+        if let Some(p) = &p {
+            self.peers_used
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(peer_key(domain), p.clone());
+        }
+        p
     }
 
     fn aol(&self, domain: &str) -> bool {
@@ -510,9 +527,9 @@ impl Actor {
 
     async fn tick(&mut self) {
         let view = self.federation.view();
-        if view.version != self.federation_version {
-            self.federation_version = view.version;
-            self.drop_unpermitted(&view).await;
+        if view.version != self.federation_seen.version {
+            let old = std::mem::replace(&mut self.federation_seen, view.clone());
+            self.drop_unpermitted(&old, &view).await;
         }
         let now = Instant::now();
         let unix = unix_now();
@@ -563,10 +580,20 @@ impl Actor {
         }
     }
 
-    /// Forgets every dialog with a domain that is no longer a SIP peer (removed through the
-    /// admin API). Nothing is sent to it: its settings (routes, transport) are gone with it,
-    /// and its next request gets `403`. Messages waiting for an IM session bounce.
-    async fn drop_unpermitted(&mut self, view: &crate::federation::FederationView) {
+    /// Ends every dialog with a domain that is no longer a SIP peer (removed through the admin
+    /// API), the way a well-behaved notifier and UA do, then forgets it: its watchers get a
+    /// final `NOTIFY` with `Subscription-State: terminated;reason=noresource` (RFC 6665 §4.2.2,
+    /// without a body: the domain may no longer see presence), our subscriptions to it an
+    /// unsubscribing `SUBSCRIBE` (`Expires: 0`), its IM sessions a `BYE`. These go over the
+    /// domain's settings as they were before the change (`old`: its transport and static
+    /// routes, which the endpoint's locator no longer has); best effort, their outcome is
+    /// ignored. A domain with no settings in `old` either (dialogs restored from the store
+    /// after it was removed) is only forgotten. Messages waiting for an IM session bounce.
+    async fn drop_unpermitted(
+        &mut self,
+        old: &crate::federation::FederationView,
+        view: &crate::federation::FederationView,
+    ) {
         let gone = |peer: &str| view.sip_peer(peer).is_none();
         let in_subs: Vec<Key> = self
             .in_subs
@@ -593,18 +620,91 @@ impl Actor {
             inbound = in_subs.len(),
             outbound = out_subs.len(),
             im = ims.len(),
-            "SIP domains are no longer permitted: forgetting their dialogs"
+            "SIP domains are no longer permitted: ending and forgetting their dialogs"
         );
+        // The removed domains' former settings: the last view the task saw, or what it last
+        // used (the domain may have come and gone between two looks at the view).
+        let former: HashMap<String, SipPeerConfig> = {
+            let mut used = self.peers_used.lock().unwrap_or_else(|e| e.into_inner());
+            let mut former = HashMap::new();
+            for (peer, _) in self
+                .in_subs
+                .values()
+                .map(|s| (&s.peer, ()))
+                .chain(self.out_subs.values().map(|s| (&s.peer, ())))
+                .chain(self.ims.values().map(|s| (&s.peer, ())))
+            {
+                if !gone(peer) {
+                    continue;
+                }
+                let key = peer_key(peer);
+                if let Some(p) = old
+                    .sip_peer(peer)
+                    .cloned()
+                    .or_else(|| used.get(&key).cloned())
+                {
+                    former.insert(key, p);
+                }
+            }
+            used.retain(|d, _| !gone(d));
+            former
+        };
+        // Their former static routes, in a locator of their own.
+        let stats = self
+            .hub
+            .upgrade()
+            .map(|h| h.metrics.dns.clone())
+            .unwrap_or_default();
+        let locator = match crate::sip_locator(&self.cfg, stats) {
+            Ok(l) => {
+                let routes = former
+                    .iter()
+                    .map(|(d, p)| {
+                        let r = p.routes.iter().filter_map(|r| r.parse().ok()).collect();
+                        (d.clone(), r)
+                    })
+                    .collect();
+                l.set_static_routes(routes);
+                Some(Arc::new(l))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no resolver to reach the removed SIP domains: their dialogs end without a word");
+                None
+            }
+        };
+        let farewell = |peer: &str| -> Option<Destination> {
+            let p = former.get(&peer_key(peer))?;
+            let t = match p.transport {
+                SipPeerTransport::Tcp => Transport::Tcp,
+                SipPeerTransport::Tls => Transport::Tls,
+            };
+            Some(Destination::DomainVia(peer.to_owned(), t, locator.clone()?))
+        };
         for key in in_subs {
-            if let Some(s) = self.in_subs.remove(&key) {
+            if let Some(mut s) = self.in_subs.remove(&key) {
                 self.dialogs.remove(s.dialog.id());
+                if let Some(dest) = farewell(&s.peer) {
+                    let mut req = s.dialog.request(Method::Notify);
+                    req.headers.push("Event", "presence");
+                    req.headers
+                        .push("Subscription-State", "terminated;reason=noresource");
+                    req.set_body(Vec::new());
+                    self.send(req, dest, Op::Fire);
+                }
             }
             self.forget(IN_SUB, &key).await;
         }
         for key in out_subs {
             if let Some(s) = self.out_subs.remove(&key) {
-                if let Some(d) = &s.dialog {
+                if let Some(mut d) = s.dialog {
                     self.dialogs.remove(d.id());
+                    if let Some(dest) = farewell(&s.peer) {
+                        let mut req = d.request(Method::Subscribe);
+                        req.headers.push("Event", "presence");
+                        req.headers.push("Expires", "0");
+                        req.set_body(Vec::new());
+                        self.send(req, dest, Op::Fire);
+                    }
                 }
             }
             self.forget(OUT_SUB, &key).await;
@@ -619,8 +719,12 @@ impl Actor {
                     )
                     .await;
                 }
-                if let Some(d) = &im.dialog {
+                if let Some(mut d) = im.dialog {
                     self.dialogs.remove(d.id());
+                    if let Some(dest) = farewell(&im.peer) {
+                        let bye = d.request(Method::Bye);
+                        self.send(bye, dest, Op::Fire);
+                    }
                 }
             }
             self.forget(IM, &key).await;
