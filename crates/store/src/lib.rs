@@ -178,9 +178,25 @@ impl Store {
             .connect(&url)
             .await?;
         if is_sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
+            // Switching to WAL needs the database to itself for a moment, and SQLite answers
+            // "database is locked" at once (no busy handler) while another process opening the
+            // same fresh file holds it: try again for as long as the busy timeout.
+            let mut tries = 0;
+            loop {
+                match sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&pool)
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(sqlx::Error::Database(e))
+                        if e.message().contains("locked") && tries < 200 =>
+                    {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         let store = Store { pool };
         store.migrate(is_sqlite).await?;
