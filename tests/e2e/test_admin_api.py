@@ -2,7 +2,6 @@
 authentication, accounts (created over HTTP, then used by a real client), sessions (listed and
 kicked), presence policy, and the OpenAPI document."""
 import asyncio
-import json
 import time
 import urllib.error
 import urllib.parse
@@ -10,63 +9,19 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port
+from admin_helpers import Api, admin_config
 from xmpp_client import Client, next_matching
 
-TOKEN = "test-admin-token-0123456789"
-
-
-class Api:
-    def __init__(self, port, token=TOKEN):
-        self.base = f"http://127.0.0.1:{port}"
-        self.token = token
-
-    def call(self, method, path, body=None, token=None, auth=True, raw=None):
-        """Returns (status, parsed JSON body or None). `raw`: send these bytes as the body."""
-        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        if auth:
-            req.add_header("Authorization", f"Bearer {token or self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                status, raw = r.status, r.read()
-        except urllib.error.HTTPError as e:
-            status, raw = e.code, e.read()
-        return status, (json.loads(raw) if raw else None)
-
-    async def acall(self, *args, **kw):
-        return await asyncio.to_thread(self.call, *args, **kw)
 
 
 @pytest.fixture
 def admin(make_server, workdir):
     """A server with the admin API on a free port; yields (server, Api)."""
-    token_file = workdir / "admin-token"
-    token_file.write_text(TOKEN + "\n")
-    port = free_port()
-    s = make_server(
-        f"""
-[admin]
-enabled = true
-listen = "127.0.0.1:{port}"
-token_file = "{token_file}"
-"""
-    )
+    port, admin_lines = admin_config(workdir)
+    s = make_server(admin_lines)
     s.add_user("bob", "bob-pw")
     s.start()
-    api = Api(port)
-    deadline = time.time() + 10
-    while True:
-        try:
-            if api.call("GET", "/health", auth=False)[0] == 200:
-                break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            raise AssertionError("the admin API did not come up")
-        time.sleep(0.05)
+    api = Api(port).wait_up()
     return s, api
 
 

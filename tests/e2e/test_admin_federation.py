@@ -16,72 +16,19 @@ real binary with real peers, without a restart.
   the other through the store's federation version.
 """
 import asyncio
-import json
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import BIN, free_port
+from admin_helpers import TOKEN, Api, acli, admin_config, cli
+from conftest import free_port
 from xmpp_client import Client, error_condition, next_matching
 
-TOKEN = "admin-federation-token-7"
 P_IP = "127.0.0.110"
 SIP_IP, SIP_PEER_IP = "127.0.0.111", "127.0.0.112"
-
-
-class Api:
-    def __init__(self, port):
-        self.base = f"http://127.0.0.1:{port}"
-
-    def call(self, method, path, body=None, raw=None):
-        """(status, parsed JSON body or None)."""
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.base + path, method=method, data=data)
-        req.add_header("Authorization", f"Bearer {TOKEN}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                st, text = r.status, r.read()
-        except urllib.error.HTTPError as e:
-            st, text = e.code, e.read()
-        return st, (json.loads(text) if text else None)
-
-    async def acall(self, *a, **kw):
-        return await asyncio.to_thread(self.call, *a, **kw)
-
-    def wait_up(self):
-        deadline = time.time() + 15
-        while True:
-            try:
-                urllib.request.urlopen(self.base + "/health", timeout=2).read()
-                return self
-            except OSError:
-                assert time.time() < deadline, "the admin API did not come up"
-                time.sleep(0.05)
-
-
-def admin_extra(workdir):
-    token_file = workdir / "admin-token"
-    token_file.write_text(TOKEN + "\n")
-    port = free_port()
-    return port, f'\n[admin]\nenabled = true\nlisten = "127.0.0.1:{port}"\ntoken_file = "{token_file}"\n'
-
-
-def cli(server, *args, check=True):
-    r = subprocess.run([str(BIN), "--config", str(server.config), "admin", *args],
-                       capture_output=True, text=True, timeout=60)
-    if check:
-        assert r.returncode == 0, f"entente admin {' '.join(args)}: {r.stderr}"
-    return r
-
-
-async def acli(server, *args, check=True):
-    return await asyncio.to_thread(cli, server, *args, check=check)
 
 
 async def bounced(alice, body):
@@ -112,7 +59,7 @@ async def eventually(check, timeout=15):
 
 def test_xmpp_domain_and_policy_at_run_time(make_server, make_prosody, workdir):
     s2s_port = free_port()
-    api_port, extra = admin_extra(workdir)
+    api_port, extra = admin_config(workdir)
     e = make_server(f"""
 [s2s]
 enabled = true
@@ -226,7 +173,7 @@ domains = ["nobody.test"]
 
 
 def test_bad_input_is_refused_with_a_reason(make_server, workdir):
-    api_port, extra = admin_extra(workdir)
+    api_port, extra = admin_config(workdir)
     e = make_server(f"""
 [s2s]
 enabled = true
@@ -299,7 +246,7 @@ def test_sip_peer_added_at_run_time_is_accepted(make_server, workdir):
     with socket.socket() as probe:
         probe.bind((SIP_IP, 0))
         sip_port = probe.getsockname()[1]
-    api_port, extra = admin_extra(workdir)
+    api_port, extra = admin_config(workdir)
     with SipPeer("lync.test", SIP_PEER_IP) as peer:
         e = make_server(extra + f"""
 [policy]
@@ -410,7 +357,7 @@ def test_a_change_made_by_another_process_is_picked_up(make_server, workdir, bac
         url = f"sqlite://{workdir / 'shared.db'}"
     servers = []
     for sub in ("a", "b"):
-        port, extra = admin_extra(workdir)
+        port, extra = admin_config(workdir)
         s = make_server(f"""
 [database]
 url = "{url}"

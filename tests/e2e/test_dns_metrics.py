@@ -5,14 +5,12 @@ test DNS server (`entente-testdns`): a.test finds b.test by SRV and its target's
 look-ups, then the RFC 6120 fallback to its own address) while the stanza bounces. The
 exposition is parsed strictly (tests/e2e/test_metrics_links.py's parser)."""
 import asyncio
-import time
 
+from admin_helpers import Api, admin_config, value
 from conftest import free_port
 from federation import federating, login
-from test_metrics_links import Api, value
 from xmpp_client import error_condition, next_matching
 
-TOKEN = "dns-metrics-token-0123456789"
 
 
 def dns_counts(api):
@@ -50,25 +48,13 @@ def test_dns_lookups_are_counted_and_timed(make_server, make_testdns, test_ca, w
     )
     a = federating(make_server, "a.test", ca=test_ca, s2s_port=pa, nameservers=[dns.addr],
                    s2s="retry_timeout_secs = 2", start=False)
-    token_file = workdir / "admin-token"
-    token_file.write_text(TOKEN + "\n")
-    admin_port = free_port()
+    admin_port, admin_lines = admin_config(workdir)
     with open(a.config, "a") as f:
-        f.write(f'\n[admin]\nenabled = true\nlisten = "127.0.0.1:{admin_port}"\n'
-                f'token_file = "{token_file}"\n')
+        f.write(admin_lines)
     a.start()
     b = federating(make_server, "b.test", ca=test_ca, s2s_port=pb, nameservers=[dns.addr],
                    users=(("bob", "bob-pw"),))
-    api = Api(admin_port, token=TOKEN)
-    deadline = time.time() + 10
-    while True:  # the admin listener is bound after the client one
-        try:
-            if api.request("GET", "/health", auth=False)[0] == 200:
-                break
-        except OSError:
-            pass
-        assert time.time() < deadline, "the admin API did not come up"
-        time.sleep(0.05)
+    api = Api(admin_port).wait_up()
 
     before, _ = dns_counts(api)
     assert all(v == 0 for v in before.values()), before

@@ -5,8 +5,6 @@ through a static route in its own configuration. Neither touches the machine's r
 """
 import asyncio
 
-import pytest
-
 from conftest import free_port
 from xmpp_client import Client, next_matching
 

@@ -14,78 +14,15 @@ import json
 import re
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
+from admin_helpers import Api, acli, admin_config, cli, parse_exposition, value
 from conftest import BIN, free_port
 from federation import federating, login
 from sip_helpers import sip_config, tcp_peer
 from xmpp_client import error_condition, next_matching
 
-TOKEN = "metrics-and-links-token-42"
-
-
-# ---- a tiny parser of the Prometheus text exposition format 0.0.4 ----
-
-NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
-VALUE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|Inf|NaN)"
-SAMPLE_RX = re.compile(rf"^({NAME})(?:\{{(.*)\}})? ({VALUE})(?: -?[0-9]+)?$")
-LABEL_RX = re.compile(rf'({LABEL})="((?:[^"\\\n]|\\[\\"n])*)"')
-
-
-def parse_labels(text, line):
-    labels, pos = {}, 0
-    while pos < len(text):
-        m = LABEL_RX.match(text, pos)
-        assert m, f"bad labels at {pos}: {line!r}"
-        name = m.group(1)
-        assert name not in labels, f"duplicate label {name}: {line!r}"
-        value = re.sub(r"\\(.)", lambda e: {"n": "\n"}.get(e.group(1), e.group(1)), m.group(2))
-        labels[name] = value
-        pos = m.end()
-        if pos < len(text):
-            assert text[pos] == ",", f"expected a comma at {pos}: {line!r}"
-            pos += 1
-    return labels
-
-
-def parse_exposition(text):
-    """Returns ({family: type}, {(name, frozenset(labels.items())): value}); asserts that the
-    text is well formed: HELP/TYPE before a family's samples, each family's TYPE once, every
-    sample belongs to a declared family, no series twice, a final line feed."""
-    assert text.endswith("\n"), "the exposition must end with a line feed"
-    types, helps, samples = {}, set(), {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith("#"):
-            parts = line.split(" ", 3)
-            if len(parts) >= 3 and parts[1] == "HELP":
-                assert re.fullmatch(NAME, parts[2]), line
-                assert parts[2] not in helps, f"HELP twice: {line!r}"
-                helps.add(parts[2])
-            elif len(parts) >= 4 and parts[1] == "TYPE":
-                assert re.fullmatch(NAME, parts[2]), line
-                assert parts[3] in ("counter", "gauge", "histogram", "summary", "untyped"), line
-                assert parts[2] not in types, f"TYPE twice: {line!r}"
-                types[parts[2]] = parts[3]
-            continue
-        m = SAMPLE_RX.match(line)
-        assert m, f"not a sample line: {line!r}"
-        name, labels = m.group(1), parse_labels(m.group(2) or "", line)
-        family = name if name in types else re.sub(r"_(sum|count|bucket)$", "", name)
-        assert family in types, f"sample before (or without) its TYPE: {line!r}"
-        key = (name, frozenset(labels.items()))
-        assert key not in samples, f"series twice: {line!r}"
-        samples[key] = float(m.group(3).replace("Inf", "inf"))
-    return types, samples
-
-
-def value(samples, name, **labels):
-    return samples.get((name, frozenset(labels.items())))
 
 
 def test_the_parser_itself():
@@ -104,70 +41,6 @@ def test_the_parser_itself():
 
 
 # ---- helpers ----
-
-
-class Api:
-    def __init__(self, port, token=TOKEN):
-        self.base = f"http://127.0.0.1:{port}"
-        self.token = token
-
-    def request(self, method, path, auth=True, token=None):
-        """(status, headers, body bytes)."""
-        req = urllib.request.Request(self.base + path, method=method,
-                                     data=b"" if method == "POST" else None)
-        if auth:
-            req.add_header("Authorization", f"Bearer {token or self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, r.headers, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers, e.read()
-
-    def json(self, method, path, **kw):
-        st, _, body = self.request(method, path, **kw)
-        return st, (json.loads(body) if body else None)
-
-    def metrics(self, **kw):
-        st, headers, body = self.request("GET", "/metrics", **kw)
-        assert st == 200, (st, body)
-        assert headers["Content-Type"].startswith("text/plain; version=0.0.4"), headers
-        return parse_exposition(body.decode())
-
-    async def ajson(self, *a, **kw):
-        return await asyncio.to_thread(self.json, *a, **kw)
-
-    def wait_up(self):
-        deadline = time.time() + 15
-        while True:
-            try:
-                if self.request("GET", "/health", auth=False)[0] == 200:
-                    return self
-            except OSError:
-                pass
-            assert time.time() < deadline, "the admin API did not come up"
-            time.sleep(0.05)
-
-
-def admin_config(workdir, name, *, require_token=True):
-    token_file = workdir / f"{name}-token"
-    token_file.write_text(TOKEN + "\n")
-    port = free_port()
-    extra = f'\n[admin]\nenabled = true\nlisten = "127.0.0.1:{port}"\ntoken_file = "{token_file}"\n'
-    if not require_token:
-        extra += "metrics_require_token = false\n"
-    return port, extra
-
-
-def cli(server, *args, check=True):
-    r = subprocess.run([str(BIN), "--config", str(server.config), "admin", *args],
-                       capture_output=True, text=True, timeout=60)
-    if check:
-        assert r.returncode == 0, f"entente admin {' '.join(args)}: {r.stderr}"
-    return r
-
-
-async def acli(server, *args, check=True):
-    return await asyncio.to_thread(cli, server, *args, check=check)
 
 
 def rfc3339(s):

@@ -10,13 +10,12 @@ import socket
 import threading
 import time
 
+from admin_helpers import Api, admin_config
 from conftest import free_port
 from federation import S2S_HEADER, login
-from test_metrics_links import Api
 from xmpp_client import error_condition
 
 PEER_IP = "127.0.0.121"
-TOKEN = "write-timeout-admin-token-42"
 
 
 class StuckPeer:
@@ -77,9 +76,7 @@ class StuckPeer:
 
 
 def start(make_server, workdir, peer, write_timeout):
-    token_file = workdir / "admin-token"
-    token_file.write_text(TOKEN + "\n")
-    admin_port = free_port()
+    admin_port, admin_lines = admin_config(workdir)
     s = make_server(
         f"""
 [s2s]
@@ -92,26 +89,12 @@ retry_timeout_secs = 5
 domain = "stuck.test"
 tls = "never"
 routes = ["{PEER_IP}:{peer.port}"]
-
-[admin]
-enabled = true
-listen = "127.0.0.1:{admin_port}"
-token_file = "{token_file}"
-""",
+{admin_lines}""",
         domain="a.test",
     )
     s.add_user("alice", "alice-pw")
     s.start()
-    api = Api(admin_port, token=TOKEN)
-    deadline = time.time() + 10
-    while True:  # the admin listener is bound after the client one
-        try:
-            if api.request("GET", "/health", auth=False)[0] == 200:
-                break
-        except OSError:
-            pass
-        assert time.time() < deadline, "the admin API did not come up"
-        time.sleep(0.05)
+    api = Api(admin_port).wait_up()
     return s, api
 
 

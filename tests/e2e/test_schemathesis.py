@@ -17,14 +17,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
+from admin_helpers import TOKEN, Api, admin_config
 from conftest import free_port
 
-TOKEN = "schemathesis-admin-token-0123456789"
 IP = "127.0.0.120"
 EXAMPLES = int(os.environ.get("ENTENTE_SCHEMATHESIS_EXAMPLES", "25"))
 
@@ -39,16 +38,9 @@ def schemathesis_bin():
 def api(make_server, workdir):
     """A started Entente with the admin API, XMPP and SIP federation and three users; yields
     the API's base URL."""
-    token_file = workdir / "admin-token"
-    token_file.write_text(TOKEN + "\n")
-    port = free_port()
+    port, admin_lines = admin_config(workdir)
     s = make_server(
-        f"""
-[admin]
-enabled = true
-listen = "127.0.0.1:{port}"
-token_file = "{token_file}"
-
+        admin_lines + f"""
 [s2s]
 enabled = true
 listen = ["{IP}:{free_port(IP)}"]
@@ -70,19 +62,7 @@ source_addrs = ["{IP}"]
     for name in ("alice", "bob", "carol"):
         s.add_user(name, name + "-pw")
     s.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            raise AssertionError("the admin API did not come up")
-        time.sleep(0.05)
-    yield base
+    yield Api(port).wait_up().base
 
 
 def test_schemathesis_finds_nothing(api, workdir):
