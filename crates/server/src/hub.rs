@@ -207,7 +207,9 @@ impl Hub {
                 .await;
         }
         let bare = to.to_bare();
-        if !self.store.user_exists(&bare.to_string()).await? {
+        // A user with a bound session exists: the store is asked only for the others (a
+        // store round trip per message was half of the receiving server's CPU).
+        if !self.sessions.has(&bare) && !self.store.user_exists(&bare.to_string()).await? {
             return self
                 .bounce(&el, ErrorType::Cancel, "service-unavailable", None)
                 .await;

@@ -250,12 +250,18 @@ impl Sessions {
         map.get(bare).cloned().unwrap_or_default()
     }
 
-    /// The sessions of a user that sent available presence.
+    /// Whether the user has a bound session (on any node): then the account exists.
+    pub fn has(&self, bare: &Jid) -> bool {
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        map.get(bare).is_some_and(|l| !l.is_empty())
+    }
+
+    /// The sessions of a user that sent available presence (only those are cloned).
     pub fn available(&self, bare: &Jid) -> Vec<SessionState> {
-        self.of(bare)
-            .into_iter()
-            .filter(|s| s.presence.is_some())
-            .collect()
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        map.get(bare)
+            .map(|l| l.iter().filter(|s| s.presence.is_some()).cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn find(&self, full: &Jid) -> Option<SessionState> {
