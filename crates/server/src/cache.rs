@@ -1,8 +1,9 @@
 //! A small map of per-user values read from the store, each trusted for a while.
 //!
 //! The hub caches block lists and presence rules per user. Another process (the CLI, another
-//! cluster node) may change them in the store, so every entry expires after a TTL; and the map
-//! is bounded, so a server that sees many distinct users does not keep them all forever.
+//! cluster node) may change them in the store: the hub clears the cache when the store's change
+//! counter moves, and every entry also expires after a TTL. The map is bounded, so a server that
+//! sees many distinct users does not keep them all forever.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -48,6 +49,11 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
 
     pub fn remove(&self, k: &K) {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(k);
+    }
+
+    /// Forgets every entry.
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     pub fn len(&self) -> usize {

@@ -35,19 +35,24 @@ pub struct Hub {
     pub federation: Arc<crate::federation::Federation>,
     remote: Arc<dyn RemoteRouter>,
     /// Block lists by bare JID, loaded on first use. Changed through this hub, an entry is
-    /// dropped at once; another cluster node may change it too, so entries expire after
-    /// [`CACHE_TTL`].
+    /// dropped at once; changed by another cluster node, the whole cache is dropped when the
+    /// store's change counter moves ([`Hub::watch_store_changes`]).
     blocks: TtlCache<Jid, Arc<Vec<Jid>>>,
-    /// Presence policy rules by bare JID: the CLI may change them from another process, so
-    /// they are re-read after [`CACHE_TTL`].
+    /// Presence policy rules by bare JID, the same way (the CLI changes them from another
+    /// process).
     rules: TtlCache<Jid, Arc<Vec<policy::Entry>>>,
     /// Available presence local users hold from foreign contacts, by foreign domain: (local
     /// bare JID, foreign full JID). When a domain is lost for good, these become unavailable.
     remote_presence: Mutex<HashMap<String, std::collections::HashSet<(Jid, Jid)>>>,
 }
 
-/// How long cached block lists and presence policy rules are trusted.
-const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long cached block lists and presence policy rules are trusted at most (changes made
+/// elsewhere clear the caches sooner: [`CHANGE_POLL`]). Not shorter: re-reading them costs a
+/// store round trip per user, and a presence broadcast to 10 000 watchers would pay 10 000.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How often the store's change counters are read.
+const CHANGE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Users whose block lists (and, separately, rules) are cached at most.
 const CACHE_MAX: usize = 100_000;
@@ -1413,6 +1418,40 @@ impl Hub {
         let list = Arc::new(list);
         self.rules.insert(user.clone(), list.clone());
         Ok(list)
+    }
+
+    /// Clears the block-list and rule caches whenever the store says another process or node
+    /// changed block lists or rules; runs until `shutdown`.
+    pub async fn watch_store_changes(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use entente_store::{BLOCKLIST_COUNTER, POLICY_RULES_COUNTER};
+        let mut seen: [Option<i64>; 2] = [None, None];
+        let mut tick = tokio::time::interval(CHANGE_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            for (i, name) in [BLOCKLIST_COUNTER, POLICY_RULES_COUNTER].iter().enumerate() {
+                match self.store.change_counter(name).await {
+                    Ok(v) => {
+                        if seen[i].is_some_and(|old| old != v) {
+                            tracing::debug!(counter = name, "cleared a cache changed elsewhere");
+                            if i == 0 {
+                                self.blocks.clear();
+                            } else {
+                                self.rules.clear();
+                            }
+                        }
+                        seen[i] = Some(v);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not read a change counter"),
+                }
+            }
+        }
     }
 
     /// Forgets the cached presence rules of `user` (after an admin changed them).

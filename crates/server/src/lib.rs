@@ -130,6 +130,7 @@ impl Server {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(federation.clone().run_poller(rx.clone()));
+        tasks.spawn(hub.clone().watch_store_changes(rx.clone()));
         tasks.spawn(s2s.clone().follow_federation(rx.clone()));
         if let Some(c) = &cluster {
             c.run(&hub, rx.clone(), &mut tasks).await?;

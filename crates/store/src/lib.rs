@@ -96,7 +96,14 @@ const MIGRATIONS: &[&str] = &[
     "INSERT INTO federation_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
     "CREATE TABLE IF NOT EXISTS shared_secrets (
         name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS change_counters (
+        name TEXT PRIMARY KEY, version BIGINT NOT NULL)",
 ];
+
+/// The change counter of the block lists ([`Store::change_counter`]).
+pub const BLOCKLIST_COUNTER: &str = "blocklist";
+/// The change counter of the presence policy rules.
+pub const POLICY_RULES_COUNTER: &str = "policy_rules";
 
 /// The PostgreSQL advisory lock key held while migrating (any fixed number the application
 /// uses for nothing else: "entente" in ASCII).
@@ -516,7 +523,7 @@ impl Store {
         .bind(rule)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        self.bump(POLICY_RULES_COUNTER).await
     }
 
     /// Removes one rule; returns whether it existed.
@@ -526,6 +533,7 @@ impl Store {
             .bind(target)
             .execute(&self.pool)
             .await?;
+        self.bump(POLICY_RULES_COUNTER).await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -759,7 +767,7 @@ impl Store {
             .bind(jid)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        self.bump(BLOCKLIST_COUNTER).await
     }
 
     pub async fn block_remove(&self, owner: &str, jid: &str) -> Result<()> {
@@ -768,7 +776,7 @@ impl Store {
             .bind(jid)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        self.bump(BLOCKLIST_COUNTER).await
     }
 
     pub async fn block_clear(&self, owner: &str) -> Result<()> {
@@ -776,6 +784,33 @@ impl Store {
             .bind(owner)
             .execute(&self.pool)
             .await?;
+        self.bump(BLOCKLIST_COUNTER).await
+    }
+
+    // ---- change counters ----
+
+    /// How many changes the data called `name` has seen ([`BLOCKLIST_COUNTER`],
+    /// [`POLICY_RULES_COUNTER`]; 0 before the first). Servers cache such data and poll this to
+    /// notice changes another process or cluster node made.
+    pub async fn change_counter(&self, name: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT version FROM change_counters WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(r.try_get::<i64, _>("version")?),
+            None => Ok(0),
+        }
+    }
+
+    async fn bump(&self, name: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO change_counters (name, version) VALUES ($1, 1)
+             ON CONFLICT (name) DO UPDATE SET version = change_counters.version + 1",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -1024,7 +1059,33 @@ mod tests {
         concurrent_opens_migrate_once,
         federation_overrides,
         shared_secret_first_writer_wins,
+        change_counters_move,
     );
+
+    /// Every block-list and policy-rule write moves its counter, seen from another store on the
+    /// same database; the counters start at 0.
+    async fn change_counters_move(db: &TestDb) {
+        let s = db.open().await;
+        let other = db.open().await;
+        let counter = |st: &Store, n: &'static str| {
+            let st = st.clone();
+            async move { st.change_counter(n).await.unwrap() }
+        };
+        assert_eq!(counter(&other, BLOCKLIST_COUNTER).await, 0);
+        assert_eq!(counter(&other, POLICY_RULES_COUNTER).await, 0);
+        s.block_add("a@x", "b@y").await.unwrap();
+        assert_eq!(counter(&other, BLOCKLIST_COUNTER).await, 1);
+        s.block_remove("a@x", "b@y").await.unwrap();
+        s.block_clear("a@x").await.unwrap();
+        assert_eq!(counter(&other, BLOCKLIST_COUNTER).await, 3);
+        assert_eq!(counter(&other, POLICY_RULES_COUNTER).await, 0);
+        s.policy_set("a@x", "b@y", "deny").await.unwrap();
+        s.policy_remove("a@x", "b@y").await.unwrap();
+        assert_eq!(counter(&other, POLICY_RULES_COUNTER).await, 2);
+        assert_eq!(counter(&other, BLOCKLIST_COUNTER).await, 3);
+        other.close().await;
+        s.close().await;
+    }
 
     /// Domain overrides and the policy round-trip, survive reopening, and every change (and
     /// only a change) bumps the version.
