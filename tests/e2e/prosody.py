@@ -120,7 +120,11 @@ class ProsodyServer:
         if bidi:
             mods.append("s2s_bidi")
         mods += list(modules)
-        routes = {d: [str(h), int(p)] for d, (h, p) in self.static_routes.items()}
+        # A route is (host, port), or a list of them: SRV targets tried in that order.
+        routes = {
+            d: ([[str(h), int(p)] for h, p in r] if isinstance(r, list) else [str(r[0]), int(r[1])])
+            for d, r in self.static_routes.items()
+        }
         opts = {
             "pidfile": self.pidfile,
             "data_path": self.data_dir,

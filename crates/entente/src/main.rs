@@ -281,7 +281,9 @@ async fn serve(cfg: Config) -> Result<()> {
 
 /// The SRV records of RFC 6120 §3.2 (and XEP-0368 for direct TLS): one per federation host,
 /// all with the same priority and weight, so peers spread their connections and fail over
-/// (the seed's "High Availability for XMPP Federation").
+/// (the seed's "High Availability for XMPP Federation"). In a cluster with
+/// `[cluster] federation_nodes`, the XMPP server-to-server records name those nodes, each with
+/// its own port: they are the nodes that accept federation (the others open no s2s listener).
 fn dns_records(cfg: &Config, ttl: u32) -> Result<String> {
     use std::fmt::Write as _;
     let domain = &cfg.domain;
@@ -305,21 +307,55 @@ fn dns_records(cfg: &Config, ttl: u32) -> Result<String> {
             "; note: XMPP federation is disabled in this configuration ([s2s] enabled = false)"
         )?;
     }
-    if let Some(port) = port_of(&cfg.s2s.listen) {
+    let fed_nodes = cfg
+        .cluster
+        .as_ref()
+        .map(|c| c.federation_hosts(port_of(&cfg.s2s.listen).unwrap_or(5269)))
+        .unwrap_or_default();
+    if !fed_nodes.is_empty() {
         writeln!(
             out,
-            "; XMPP server-to-server, STARTTLS (RFC 6120 section 3.2)"
+            "; XMPP server-to-server, STARTTLS (RFC 6120 section 3.2): the federation-enabled\n; nodes of the cluster ([cluster] federation_nodes)"
         )?;
-        for h in &hosts {
+        for (h, port) in &fed_nodes {
             writeln!(
                 out,
                 "_xmpp-server._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}."
             )?;
         }
+    } else {
+        if cfg.cluster.is_some() {
+            writeln!(
+                out,
+                "; note: cluster mode without [cluster] federation_nodes: the server-to-server\n; records below name {}, not the federation-enabled nodes; list those in\n; [cluster] federation_nodes",
+                if cfg.s2s.public_hosts.is_empty() {
+                    "the domain"
+                } else {
+                    "s2s.public_hosts"
+                },
+            )?;
+        }
+        if let Some(port) = port_of(&cfg.s2s.listen) {
+            writeln!(
+                out,
+                "; XMPP server-to-server, STARTTLS (RFC 6120 section 3.2)"
+            )?;
+            for h in &hosts {
+                writeln!(
+                    out,
+                    "_xmpp-server._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}."
+                )?;
+            }
+        }
     }
     if let Some(port) = port_of(&cfg.s2s.direct_tls_listen) {
         writeln!(out, "; XMPP server-to-server, direct TLS (XEP-0368)")?;
-        for h in &hosts {
+        let direct: Vec<&String> = if fed_nodes.is_empty() {
+            hosts.iter().collect()
+        } else {
+            fed_nodes.iter().map(|(h, _)| h).collect()
+        };
+        for h in direct {
             writeln!(
                 out,
                 "_xmpps-server._tcp.{domain}. {ttl} IN SRV 10 50 {port} {h}."

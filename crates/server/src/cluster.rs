@@ -16,13 +16,16 @@
 //!   the node answers whether it queued the stanza for the client; a node that is gone has no
 //!   subscriber, NATS answers "no responders" at once, and the sender falls back as for a
 //!   missing session (another resource, offline storage). Everything else is fire-and-forget.
+//! - `.s2s.out` (queue group `s2s`) and `.s2s.out.<node_id>`: stanzas for foreign XMPP domains
+//!   from nodes that do not federate (`[cluster] federation = false`), taken by the
+//!   federation-enabled nodes, which answer whether their s2s took the stanza
+//!   ([`crate::relay`]).
 //!
 //! A node not heard from for [`DEAD_AFTER`] is dead: its sessions are dropped, and the alive node
 //! with the lowest `node_id` tells their watchers that they are unavailable. A node that
 //! restarts has a new instance id; the old instance's sessions are treated the same way.
 //!
-//! Not done in this increment (each says so in `docs/cluster.md`): spreading outbound
-//! federation over a queue group of nodes, SIP dialog ownership and takeover, a migration lock.
+//! Not done yet (`docs/cluster.md` says so): SIP dialog ownership and takeover.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,14 +45,17 @@ use tokio::task::JoinSet;
 
 use crate::config::ClusterConfig;
 use crate::hub::Hub;
-use crate::router::{LocalChange, NodeLink, RemoteSession};
+use crate::router::{LocalChange, NodeLink, RemoteError, RemoteRouter, RemoteSession};
 
 /// How often a node says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A node not heard from for this long is dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(3);
-/// How long a node waits for another to confirm a message delivery.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a node waits for another to confirm a message delivery (or to say whether it took
+/// a stanza for federation).
+pub(crate) const DELIVERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// The NATS queue group of the federation-enabled nodes.
+const S2S_QUEUE: &str = "s2s";
 
 /// What every registry message carries.
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,6 +63,10 @@ struct Envelope {
     node: String,
     /// Random per process: a node that restarted is a new instance.
     instance: String,
+    /// Whether the node takes stanzas for foreign XMPP domains from the others (absent: a node
+    /// of an earlier version, which federated by itself).
+    #[serde(default = "federates_by_default")]
+    federation: bool,
     #[serde(flatten)]
     body: Body,
 }
@@ -97,16 +107,37 @@ struct Forward {
     stanza: String,
 }
 
+fn federates_by_default() -> bool {
+    true
+}
+
+/// What a federation-enabled node answers to a stanza relayed to it for a foreign domain.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RelayAnswer {
+    /// Its s2s took the stanza: it now delivers or bounces it.
+    pub ok: bool,
+    /// Not taken because the domain does not answer (else: cannot be reached at all).
+    #[serde(default)]
+    pub timeout: bool,
+    /// Why it was not taken.
+    #[serde(default)]
+    pub text: String,
+}
+
 /// What this node knows of another.
 struct Peer {
     instance: String,
     last_seen: Instant,
+    federation: bool,
 }
 
 /// This node's membership of the cluster.
 pub struct Cluster {
     node_id: String,
     instance: String,
+    /// Whether this node federates over XMPP for the others (`[cluster] federation` and
+    /// `[s2s] enabled`).
+    federation: bool,
     prefix: String,
     client: async_nats::Client,
     /// Ordered fire-and-forget publications (subject, payload), written by one task.
@@ -122,7 +153,12 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects to NATS. Nothing is published or received before [`Cluster::run`].
-    pub async fn connect(cfg: &ClusterConfig, domain: &str) -> Result<Arc<Cluster>> {
+    /// `federation`: whether this node carries XMPP federation for the others.
+    pub async fn connect(
+        cfg: &ClusterConfig,
+        domain: &str,
+        federation: bool,
+    ) -> Result<Arc<Cluster>> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("entente {domain} {}", cfg.node_id))
             .request_timeout(Some(DELIVERY_TIMEOUT))
@@ -145,6 +181,7 @@ impl Cluster {
         Ok(Arc::new(Cluster {
             node_id: cfg.node_id.clone(),
             instance: uuid::Uuid::new_v4().to_string(),
+            federation,
             prefix: format!("entente.{domain}"),
             client,
             out,
@@ -171,11 +208,46 @@ impl Cluster {
         v
     }
 
+    /// The other alive nodes that federate for the others, sorted.
+    pub fn federation_peers(&self) -> Vec<String> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = peers
+            .iter()
+            .filter(|(_, p)| p.federation && p.last_seen.elapsed() <= DEAD_AFTER)
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether this node federates for the others.
+    pub fn federates(&self) -> bool {
+        self.federation
+    }
+
+    /// The NATS client, for the federation relay's requests.
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The subject of the federation queue group (any federation-enabled node).
+    pub(crate) fn s2s_group_subject(&self) -> String {
+        format!("{}.s2s.out", self.prefix)
+    }
+
+    /// The subject on which one federation-enabled node takes stanzas for foreign domains.
+    pub(crate) fn s2s_node_subject(&self, node: &str) -> String {
+        format!("{}.s2s.out.{node}", self.prefix)
+    }
+
     /// Plugs the cluster into the hub's session registry and starts the tasks: the registry
-    /// reader, the reader of stanzas for this node, and the heartbeat.
+    /// reader, the reader of stanzas for this node, and the heartbeat. `s2s`: this node's XMPP
+    /// federation, when it federates for the others: it then takes their stanzas for foreign
+    /// domains (the queue group and its own subject).
     pub async fn run(
         self: &Arc<Self>,
         hub: &Arc<Hub>,
+        s2s: Option<Arc<dyn RemoteRouter>>,
         shutdown: watch::Receiver<bool>,
         tasks: &mut JoinSet<()>,
     ) -> Result<()> {
@@ -191,7 +263,20 @@ impl Cluster {
             .subscribe(self.node_subject(&self.node_id))
             .await
             .context("subscribing to this node's subject on NATS")?;
-        // Make sure both subscriptions are in place before anyone hears of us.
+        let relay_subs = match &s2s {
+            Some(_) => Some((
+                self.client
+                    .queue_subscribe(self.s2s_group_subject(), S2S_QUEUE.to_string())
+                    .await
+                    .context("joining the federation queue group on NATS")?,
+                self.client
+                    .subscribe(self.s2s_node_subject(&self.node_id))
+                    .await
+                    .context("subscribing to this node's federation subject on NATS")?,
+            )),
+            None => None,
+        };
+        // Make sure the subscriptions are in place before anyone hears of us.
         self.client
             .flush()
             .await
@@ -225,6 +310,23 @@ impl Cluster {
                 }
             }
         });
+        if let (Some(s2s), Some((mut group, mut own))) = (s2s, relay_subs) {
+            let me = self.clone();
+            let mut sd = shutdown.clone();
+            // One task for both subjects: a sender waits for each answer before it sends the
+            // next stanza, so what one sender relays is handed to s2s in its order.
+            tasks.spawn(async move {
+                loop {
+                    let m = tokio::select! {
+                        m = group.next() => m,
+                        m = own.next() => m,
+                        r = sd.changed() => if r.is_err() || *sd.borrow() { break } else { continue },
+                    };
+                    let Some(m) = m else { break };
+                    me.on_relayed(s2s.as_ref(), m).await;
+                }
+            });
+        }
         let me = self.clone();
         let mut sd = shutdown;
         tasks.spawn(async move {
@@ -266,6 +368,7 @@ impl Cluster {
         let env = Envelope {
             node: self.node_id.clone(),
             instance: self.instance.clone(),
+            federation: self.federation,
             body,
         };
         match serde_json::to_vec(&env) {
@@ -303,11 +406,13 @@ impl Cluster {
             match peers.get_mut(&env.node) {
                 Some(p) if p.instance == env.instance => {
                     p.last_seen = Instant::now();
+                    p.federation = env.federation;
                     (false, false)
                 }
                 Some(p) => {
                     p.instance = env.instance.clone();
                     p.last_seen = Instant::now();
+                    p.federation = env.federation;
                     (true, true)
                 }
                 None => {
@@ -316,6 +421,7 @@ impl Cluster {
                         Peer {
                             instance: env.instance.clone(),
                             last_seen: Instant::now(),
+                            federation: env.federation,
                         },
                     );
                     (true, false)
@@ -501,6 +607,57 @@ impl Cluster {
         }
     }
 
+    /// A stanza for a foreign XMPP domain another node relayed to this one: handed to this
+    /// node's s2s, which then delivers or bounces it; the answer says whether it took it.
+    async fn on_relayed(&self, s2s: &dyn RemoteRouter, m: async_nats::Message) {
+        let answer = match std::str::from_utf8(&m.payload)
+            .ok()
+            .and_then(|t| parse_stanza(t).ok())
+        {
+            Some(el) => {
+                tracing::debug!(
+                    from = el.get_attr("from").unwrap_or_default(),
+                    to = el.get_attr("to").unwrap_or_default(),
+                    "taking a stanza relayed for federation"
+                );
+                match s2s.send(el) {
+                    Ok(()) => RelayAnswer {
+                        ok: true,
+                        timeout: false,
+                        text: String::new(),
+                    },
+                    Err(RemoteError::Timeout(text)) => RelayAnswer {
+                        ok: false,
+                        timeout: true,
+                        text,
+                    },
+                    Err(RemoteError::NotFound(text)) => RelayAnswer {
+                        ok: false,
+                        timeout: false,
+                        text,
+                    },
+                }
+            }
+            None => {
+                tracing::warn!("unreadable stanza relayed by a cluster node for federation");
+                RelayAnswer {
+                    ok: false,
+                    timeout: false,
+                    text: "the stanza relayed for federation could not be read".into(),
+                }
+            }
+        };
+        let Some(reply) = m.reply else { return };
+        match serde_json::to_vec(&answer) {
+            Ok(v) => {
+                if let Err(e) = self.client.publish(reply, Bytes::from(v)).await {
+                    tracing::warn!(error = %e, "cannot answer a relayed federation stanza");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a federation relay answer"),
+        }
+    }
+
     fn encode_forward(to: &Jid, el: &Element) -> Option<Bytes> {
         let f = Forward {
             to: to.to_string(),
@@ -565,6 +722,7 @@ mod tests {
         let env = Envelope {
             node: "n1".into(),
             instance: "i".into(),
+            federation: true,
             body: Body::Presence {
                 jid: "a@x/r".into(),
                 priority: -3,
@@ -578,5 +736,12 @@ mod tests {
         let hb: Envelope =
             serde_json::from_str(r#"{"node":"n2","instance":"j","kind":"heartbeat"}"#).unwrap();
         assert!(matches!(hb.body, Body::Heartbeat));
+        // A node that does not say whether it federates (an earlier version) federates.
+        assert!(hb.federation);
+        let hb: Envelope = serde_json::from_str(
+            r#"{"node":"n2","instance":"j","federation":false,"kind":"heartbeat"}"#,
+        )
+        .unwrap();
+        assert!(!hb.federation && matches!(hb.body, Body::Heartbeat));
     }
 }

@@ -36,6 +36,58 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// The NATS server (`nats://host:port`).
     pub nats_url: String,
+    /// Whether this node federates over XMPP (default true). A node with `false` opens no
+    /// s2s listener and no outbound s2s connection: its stanzas to foreign XMPP domains go to
+    /// the federation-enabled nodes through NATS (`docs/cluster.md`).
+    #[serde(default = "yes")]
+    pub federation: bool,
+    /// The federation-enabled nodes as foreign servers should reach them, `host` or
+    /// `host:port` (the port defaults to this node's first `s2s.listen` port, else 5269).
+    /// `entente dns-records` publishes one SRV record per entry; the same list belongs in every
+    /// node's configuration. Empty: `s2s.public_hosts` (or the domain) as on a single node.
+    #[serde(default)]
+    pub federation_nodes: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ClusterConfig {
+    /// The entries of `federation_nodes` as (host, port), `default_port` where none is given.
+    /// Entries were validated when the configuration was read.
+    pub fn federation_hosts(&self, default_port: u16) -> Vec<(String, u16)> {
+        self.federation_nodes
+            .iter()
+            .filter_map(|e| parse_host_port(e, default_port).ok())
+            .collect()
+    }
+}
+
+/// `host` or `host:port`, a host name (it becomes the target of an SRV record, which cannot be
+/// an IP address: RFC 2782).
+fn parse_host_port(entry: &str, default_port: u16) -> Result<(String, u16), String> {
+    let (host, port) = match entry.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => {
+            let port: u16 = p
+                .parse()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{entry:?}: the port must be 1 to 65535"))?;
+            (h, port)
+        }
+        _ => (entry, default_port),
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "{entry:?}: give a host name (an SRV record's target cannot be an IP address)"
+        ));
+    }
+    if host.is_empty() || entente_model::jid::Jid::domain_only(host).is_err() {
+        return Err(format!("{entry:?}: expected host or host:port"));
+    }
+    Ok((host.trim_end_matches('.').to_string(), port))
 }
 
 /// The admin HTTP API (`docs/admin-api.md`).
@@ -680,6 +732,11 @@ impl Config {
                     ),
                 ));
             }
+            for (i, e) in c.federation_nodes.iter().enumerate() {
+                if let Err(m) = parse_host_port(e, 5269) {
+                    return Err(invalid(&format!("cluster.federation_nodes[{i}]"), m));
+                }
+            }
             let shared = self
                 .database
                 .url
@@ -959,6 +1016,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nats_url"), "{e}");
+    }
+
+    #[test]
+    fn cluster_federation_settings() {
+        let pg = "[database]\nurl = \"postgres://u@127.0.0.1/e\"\n";
+        let base = "[cluster]\nnode_id = \"n1\"\nnats_url = \"nats://h:4222\"\n";
+        let c = Config::parse(&format!("{pg}{base}")).unwrap();
+        let cl = c.cluster.unwrap();
+        assert!(cl.federation, "federation is on by default");
+        assert!(cl.federation_nodes.is_empty());
+        let c = Config::parse(&format!(
+            "{pg}{base}federation = false\nfederation_nodes = [\"n1.example.net\", \"n2.example.net:5270\", \"n3.example.net.\"]\n"
+        ))
+        .unwrap();
+        let cl = c.cluster.unwrap();
+        assert!(!cl.federation);
+        assert_eq!(
+            cl.federation_hosts(5269),
+            [
+                ("n1.example.net".to_string(), 5269),
+                ("n2.example.net".to_string(), 5270),
+                ("n3.example.net".to_string(), 5269)
+            ]
+        );
+        for bad in [
+            "",
+            "n1:0",
+            "n1:x",
+            "a b",
+            "n1:99999",
+            "u@n1",
+            "10.0.0.2",
+            "[::1]:5269",
+            "::1",
+        ] {
+            let e = Config::parse(&format!("{pg}{base}federation_nodes = [\"{bad}\"]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cluster.federation_nodes[0]"), "{bad}: {e}");
+        }
     }
 
     #[test]

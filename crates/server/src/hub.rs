@@ -165,19 +165,26 @@ impl Hub {
     async fn send_remote(&self, el: Element) -> Res<()> {
         if let Err(e) = self.remote.send(el.clone()) {
             let (cond, text) = match &e {
-                RemoteError::NotFound(t) => ("remote-server-not-found", t.clone()),
-                RemoteError::Timeout(t) => ("remote-server-timeout", t.clone()),
+                RemoteError::NotFound(t) => ("remote-server-not-found", t.as_str()),
+                RemoteError::Timeout(t) => ("remote-server-timeout", t.as_str()),
             };
-            // Presence other than a subscription request is not bounced (RFC 6121 §4.3).
-            let bounce = match Kind::of(&el) {
-                Some(Kind::Presence) => el.get_attr("type") == Some("subscribe"),
-                Some(_) => true,
-                None => false,
-            };
-            if bounce {
-                if let Some(r) = error_reply(&el, ErrorType::Cancel, cond, Some(&text)) {
-                    Box::pin(self.route(r)).await?;
-                }
+            self.bounce_remote(&el, cond, text).await?;
+        }
+        Ok(())
+    }
+
+    /// Answers a stanza that could not be handed to a foreign domain with an error from this
+    /// domain to its sender (wherever in the cluster the sender is). Presence other than a
+    /// subscription request is not bounced (RFC 6121 §4.3).
+    pub async fn bounce_remote(&self, el: &Element, cond: &str, text: &str) -> Res<()> {
+        let bounce = match Kind::of(el) {
+            Some(Kind::Presence) => el.get_attr("type") == Some("subscribe"),
+            Some(_) => true,
+            None => false,
+        };
+        if bounce {
+            if let Some(r) = error_reply(el, ErrorType::Cancel, cond, Some(text)) {
+                Box::pin(self.route(r)).await?;
             }
         }
         Ok(())

@@ -14,6 +14,7 @@ pub mod federation;
 pub mod hub;
 pub mod metrics;
 pub mod presence_map;
+pub mod relay;
 pub mod router;
 pub mod s2s;
 pub mod sip;
@@ -88,8 +89,14 @@ impl Server {
             tracing::info!(cert = %paths.cert.display(), "generated a self-signed certificate");
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&paths)?);
+        // Whether this node makes s2s connections itself: always on a single node; in a
+        // cluster, unless `[cluster] federation = false` (its stanzas for foreign XMPP domains
+        // then go to the nodes that federate, through NATS: `relay`).
+        let federates = cfg.cluster.as_ref().is_none_or(|c| c.federation);
         let cluster = match &cfg.cluster {
-            Some(cc) => Some(cluster::Cluster::connect(cc, &cfg.domain).await?),
+            Some(cc) => Some(
+                cluster::Cluster::connect(cc, &cfg.domain, federates && cfg.s2s.enabled).await?,
+            ),
             None => None,
         };
         // Every node of a cluster signs dialback keys with the same secret, kept in the shared
@@ -120,20 +127,41 @@ impl Server {
             .sip
             .enabled
             .then(|| sipfed::Gateway::new(cfg.clone(), federation.clone()));
+        let relay = match &cluster {
+            Some(c) if !federates => Some(relay::FederationRelay::new(
+                cfg.clone(),
+                federation.clone(),
+                c.clone(),
+            )),
+            _ => None,
+        };
+        let xmpp: Arc<dyn router::RemoteRouter> = match &relay {
+            Some(r) => {
+                tracing::info!("this node does not federate ([cluster] federation = false): stanzas for foreign XMPP domains go to the federation nodes through NATS");
+                r.clone()
+            }
+            None => s2s.clone(),
+        };
         hub.set_remote(Arc::new(sipfed::FederationRouter {
             federation: federation.clone(),
-            xmpp: s2s.clone(),
+            xmpp,
             sip: gateway.clone(),
         }));
         let hub = Arc::new(hub);
         s2s.set_hub(&hub);
+        if let Some(r) = &relay {
+            r.set_hub(&hub);
+        }
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(federation.clone().run_poller(rx.clone()));
         tasks.spawn(hub.clone().watch_store_changes(rx.clone()));
         tasks.spawn(s2s.clone().follow_federation(rx.clone()));
         if let Some(c) = &cluster {
-            c.run(&hub, rx.clone(), &mut tasks).await?;
+            let takes = c
+                .federates()
+                .then(|| s2s.clone() as Arc<dyn router::RemoteRouter>);
+            c.run(&hub, takes, rx.clone(), &mut tasks).await?;
         }
         let mut c2s_addrs = Vec::new();
         for addr in &cfg.c2s.listen {
@@ -151,7 +179,7 @@ impl Server {
             ));
         }
         let mut s2s_addrs = Vec::new();
-        if cfg.s2s.enabled {
+        if cfg.s2s.enabled && federates {
             let plain = cfg.s2s.listen.iter().map(|a| (a, false));
             let direct = cfg.s2s.direct_tls_listen.iter().map(|a| (a, true));
             for (addr, direct_tls) in plain.chain(direct) {

@@ -12,6 +12,8 @@
 --   plugin_paths = { "/path/to/tests/e2e/prosody_modules" }
 --   test_dns_srv = {                       -- domain -> { target, port } for _xmpp-server._tcp
 --       ["p2.test"] = { "127.0.0.12", 5269 };
+--       -- or several targets, tried in this order (SRV priorities 0, 1, ...):
+--       ["c.test"] = { { "127.0.0.131", 5269 }; { "127.0.0.132", 5269 } };
 --   }
 --   test_dns_a = { ["host.test"] = "127.0.0.12" }   -- optional extra A/AAAA records
 --   test_dns_strict = true                 -- default: names not listed get an empty answer
@@ -45,12 +47,15 @@ local function build_zone()
 		table.insert(zone[qname][qtype], record);
 	end
 	for domain, entry in pairs(srv) do
-		local target, port = entry[1] or entry.host, tonumber(entry[2] or entry.port or 5269);
-		add("_xmpp-server._tcp." .. domain, "SRV",
-			{ srv = { priority = 0, weight = 0, port = port, target = target } });
-		local fam = ip_family(target);
-		if fam == "A" then add(domain, "A", { a = target });
-		elseif fam == "AAAA" then add(domain, "AAAA", { aaaa = target }); end
+		local targets = type(entry[1]) == "table" and entry or { entry };
+		for i, t in ipairs(targets) do
+			local target, port = t[1] or t.host, tonumber(t[2] or t.port or 5269);
+			add("_xmpp-server._tcp." .. domain, "SRV",
+				{ srv = { priority = i - 1, weight = 0, port = port, target = target } });
+			local fam = ip_family(target);
+			if fam == "A" then add(domain, "A", { a = target });
+			elseif fam == "AAAA" then add(domain, "AAAA", { aaaa = target }); end
+		end
 	end
 	for name, addr in pairs(extra_a) do
 		local fam = ip_family(addr);
