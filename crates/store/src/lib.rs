@@ -96,6 +96,8 @@ const MIGRATIONS: &[&str] = &[
     "INSERT INTO federation_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
     "CREATE TABLE IF NOT EXISTS shared_secrets (
         name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    // The cluster node that holds a SIP dialog ('' on a single node, and for rows from before).
+    "ALTER TABLE sip_dialogs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
 ];
 
 /// The PostgreSQL advisory lock key held while migrating (any fixed number the application
@@ -141,6 +143,8 @@ pub struct SipDialogRow {
     pub data: String,
     /// Unix seconds after which the row is stale.
     pub expires: i64,
+    /// The cluster node that holds the dialog (`node_id`); empty on a single node.
+    pub owner: String,
 }
 
 /// The store: a connection pool and the queries.
@@ -552,13 +556,14 @@ impl Store {
 
     // ---- SIP federation dialogs ----
 
-    /// Inserts or replaces a SIP dialog row.
+    /// Inserts or replaces a SIP dialog row (with its owner).
     pub async fn sip_dialog_put(&self, r: &SipDialogRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO sip_dialogs (id, kind, local_jid, remote_jid, data, expires)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO sip_dialogs (id, kind, local_jid, remote_jid, data, expires, owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, local_jid = excluded.local_jid,
-             remote_jid = excluded.remote_jid, data = excluded.data, expires = excluded.expires",
+             remote_jid = excluded.remote_jid, data = excluded.data, expires = excluded.expires,
+             owner = excluded.owner",
         )
         .bind(&r.id)
         .bind(&r.kind)
@@ -566,6 +571,7 @@ impl Store {
         .bind(&r.remote_jid)
         .bind(&r.data)
         .bind(r.expires)
+        .bind(&r.owner)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -582,25 +588,47 @@ impl Store {
 
     /// Every SIP dialog row, ordered by id.
     pub async fn sip_dialogs(&self) -> Result<Vec<SipDialogRow>> {
-        let rows =
-            sqlx::query("SELECT id, kind, local_jid, remote_jid, data, expires FROM sip_dialogs")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT id, kind, local_jid, remote_jid, data, expires, owner FROM sip_dialogs",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = rows
             .iter()
-            .map(|r| {
-                Ok(SipDialogRow {
-                    id: r.try_get("id")?,
-                    kind: r.try_get("kind")?,
-                    local_jid: r.try_get("local_jid")?,
-                    remote_jid: r.try_get("remote_jid")?,
-                    data: r.try_get("data")?,
-                    expires: r.try_get("expires")?,
-                })
-            })
+            .map(sip_dialog_from_row)
             .collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    /// One SIP dialog row.
+    pub async fn sip_dialog(&self, id: &str) -> Result<Option<SipDialogRow>> {
+        let row = sqlx::query(
+            "SELECT id, kind, local_jid, remote_jid, data, expires, owner FROM sip_dialogs
+             WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(sip_dialog_from_row).transpose()
+    }
+
+    /// Makes `new_owner` the owner of the row `id` if `old_owner` still owns it (compare and
+    /// swap: of several nodes adopting one row at once, exactly one succeeds). Returns whether
+    /// this call changed the owner.
+    pub async fn sip_dialog_claim(
+        &self,
+        id: &str,
+        old_owner: &str,
+        new_owner: &str,
+    ) -> Result<bool> {
+        let r = sqlx::query("UPDATE sip_dialogs SET owner = $1 WHERE id = $2 AND owner = $3")
+            .bind(new_owner)
+            .bind(id)
+            .bind(old_owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     // ---- federation overrides (admin API) ----
@@ -791,6 +819,18 @@ async fn bump_federation_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> R
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+fn sip_dialog_from_row(r: &AnyRow) -> Result<SipDialogRow> {
+    Ok(SipDialogRow {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        local_jid: r.try_get("local_jid")?,
+        remote_jid: r.try_get("remote_jid")?,
+        data: r.try_get("data")?,
+        expires: r.try_get("expires")?,
+        owner: r.try_get("owner")?,
+    })
 }
 
 fn user_from_row(r: &AnyRow) -> Result<UserRecord> {
@@ -1206,6 +1246,7 @@ mod tests {
             remote_jid: "alice@b.test".into(),
             data: "{}".into(),
             expires: 1_900_000_000,
+            owner: "n1".into(),
         };
         s.sip_dialog_put(&row).await.unwrap();
         row.data = "{\"cseq\":2}".into();
@@ -1213,6 +1254,14 @@ mod tests {
         s.close().await;
         let s = db.open().await;
         assert_eq!(s.sip_dialogs().await.unwrap(), vec![row.clone()]);
+        assert_eq!(s.sip_dialog(&row.id).await.unwrap(), Some(row.clone()));
+        assert_eq!(s.sip_dialog("nothing").await.unwrap(), None);
+        // Ownership moves by compare and swap: only from the owner named.
+        assert!(!s.sip_dialog_claim(&row.id, "n3", "n2").await.unwrap());
+        assert!(s.sip_dialog_claim(&row.id, "n1", "n2").await.unwrap());
+        assert!(!s.sip_dialog_claim(&row.id, "n1", "n3").await.unwrap());
+        row.owner = "n2".into();
+        assert_eq!(s.sip_dialog(&row.id).await.unwrap(), Some(row.clone()));
         assert!(s.sip_dialog_delete(&row.id).await.unwrap());
         assert!(!s.sip_dialog_delete(&row.id).await.unwrap());
         assert!(s.sip_dialogs().await.unwrap().is_empty());
@@ -1342,6 +1391,7 @@ mod tests {
                 remote_jid: "r@y".into(),
                 data: "{\"ü\":1}".into(),
                 expires,
+                owner: String::new(),
             };
             s.sip_dialog_put(&r).await.unwrap();
         }
@@ -1392,6 +1442,7 @@ mod tests {
                 remote_jid: j.to_string(),
                 data: "{}".into(),
                 expires: 0,
+                owner: "n1".into(),
             })
             .await
             .unwrap();
