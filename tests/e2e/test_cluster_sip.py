@@ -9,12 +9,15 @@ two routing nodes").
 
 alice is on n3, which has no SIP: what she sends to lync.test goes to a SIP node through NATS.
 Every dialog is created while n1 is the only SIP node (so n1 holds them all): carol@lync.test
-watches alice, alice watches dave@lync.test, alice and carol chat in a Lync IM session. Then n2
-starts, n1 is SIGKILLed while alice writes to carol every 100 ms, and the peer turns to n2:
-its in-dialog MESSAGE reaches n2 (which adopts the session from the store instead of answering
-481), n2 takes over n1's dialogs (the watcher gets a NOTIFY from n2 in its old dialog, our
-subscription is refreshed in its old dialog), carol's refresh and dave's NOTIFYs are taken by
-n2, and every message alice sent reached carol or bounced back to alice: none is lost.
+and erin@lync.test watch alice, alice watches dave@lync.test, alice and carol chat in a Lync IM
+session. Then n2 starts; alice's second resource, on n2, writes to carol too (n2 hands the
+message to n1, which holds the session). n1 is SIGKILLed while alice writes to carol every
+100 ms, and the peer turns to n2: carol's subscription refresh and her in-dialog MESSAGE reach
+n2, which adopts their dialogs from the database instead of answering 481 (and NOTIFYs carol);
+once n1 is declared dead, n2 takes over the rest (erin gets a NOTIFY from n2 in her old dialog,
+our subscription to dave is refreshed in its old dialog); dave's NOTIFYs are taken by n2, and
+every message alice sent reached carol in the one IM session or bounced back to alice: none is
+lost.
 """
 import asyncio
 import re
@@ -31,6 +34,7 @@ from xmpp_client import Client, avail_from, next_matching, sub_from
 DOMAIN = "a.test"
 ALICE = f"alice@{DOMAIN}"
 CAROL = "carol@lync.test"
+ERIN = "erin@lync.test"
 DAVE = "dave@lync.test"
 NATS_IP = "127.0.0.150"
 N1_IP, N2_IP, N3_IP = "127.0.0.151", "127.0.0.152", "127.0.0.153"
@@ -115,25 +119,31 @@ def test_sip_dialogs_survive_the_routing_node_that_held_them(workdir, pg_url, ma
     wait_for(lambda: "accepting SIP" in n1.log(), "n1's SIP listener")
     lync.connect(N1_IP, n1.sip_port)
 
+    async def watch(a, user):
+        """`user`@lync.test subscribes to alice through n1; alice (n3, no SIP) approves,
+        through NATS to n1, which NOTIFYs her presence. Returns (the 202, the watcher's
+        dialog, the CSeq of that NOTIFY)."""
+        ep = LyncEndpoint(user, edge=lync.address)
+        sub = await athread(
+            lync.request, "SUBSCRIBE", f"sip:{ALICE}", from_uri=ep.from_uri,
+            to_uri=f"sip:{ALICE}",
+            headers=[("Event", "presence"), ("Accept", "application/pidf+xml"),
+                     ("Expires", "600"), ("Contact", ep.contact)])
+        assert sub.status == 202, sub.summary()
+        d = dialog_from_response(sub.request, sub)
+        d.local_contact = ep.contact
+        await next_matching(a.subscriptions, sub_from("subscribe", f"{user}@lync.test"))
+        a.send_presence(pto=f"{user}@lync.test", ptype="subscribed")
+        n = await athread(lync.wait_request, "NOTIFY",
+                          lambda r: r.call_id == sub.call_id and availability(r.text) == 3500, 10)
+        return sub, d, n.cseq[0]
+
     async def scenario():
         a = await Client(n3, "alice", "alice-pw").login()
 
-        # carol (lync.test) watches alice: the SUBSCRIBE reaches n1; alice, on n3, is asked.
-        carol = LyncEndpoint("carol", edge=lync.address)
-        sub = await athread(
-            lync.request, "SUBSCRIBE", f"sip:{ALICE}", from_uri=carol.from_uri,
-            to_uri=f"sip:{ALICE}",
-            headers=[("Event", "presence"), ("Accept", "application/pidf+xml"),
-                     ("Expires", "600"), ("Contact", carol.contact)])
-        assert sub.status == 202, sub.summary()
-        watch = dialog_from_response(sub.request, sub)
-        watch.local_contact = carol.contact
-        await next_matching(a.subscriptions, sub_from("subscribe", CAROL))
-        # alice (n3, no SIP) approves: through NATS to n1, which NOTIFYs her presence.
-        a.send_presence(pto=CAROL, ptype="subscribed")
-        n = await athread(lync.wait_request, "NOTIFY",
-                          lambda r: r.call_id == sub.call_id and availability(r.text) == 3500, 10)
-        last_watch_cseq = n.cseq[0]
+        # carol and erin (lync.test) watch alice: their SUBSCRIBEs reach n1.
+        sub, carol_watch, last_carol_cseq = await watch(a, "carol")
+        erin_sub, _, last_erin_cseq = await watch(a, "erin")
 
         # alice watches dave: n1 subscribes; dave's NOTIFY becomes presence on n3.
         a.send_presence_subscription(pto=DAVE)
@@ -162,7 +172,14 @@ def test_sip_dialogs_survive_the_routing_node_that_held_them(workdir, pg_url, ma
         wait_for(lambda: n2.peers_seen() >= 2, "n2 to meet n1 and n3")
         wait_for(lambda: "accepting SIP" in n2.log(), "n2's SIP listener")
         owners = sip_dialog_owners(pg_url)
-        assert set(owners.values()) == {"n1"} and len(owners) == 3, owners
+        assert set(owners.values()) == {"n1"} and len(owners) == 4, owners
+        # alice's second resource, on n2 (a SIP node that does not hold the session; priority
+        # -1: bare-JID messages stay with the first), writes to carol: n2 hands the message to
+        # n1, and it goes out in the session.
+        phone = await Client(n2, "alice", "alice-pw", resource="phone", priority=-1).login()
+        phone.send_message(mto=CAROL, mbody="from the phone", mtype="chat")
+        m = await athread(lync.wait_request, "MESSAGE", lambda r: r.text == "from the phone", 10)
+        assert m.call_id == inv.call_id
 
         # alice writes to carol every 100 ms (n3 hands them to n1, the holder of the session).
         sent, stop = [], asyncio.Event()
@@ -179,37 +196,48 @@ def test_sip_dialogs_survive_the_routing_node_that_held_them(workdir, pg_url, ma
         w = asyncio.ensure_future(writer())
         await asyncio.sleep(1.5)
         n1.kill()
-        # The peer turns to the other target of a.test, and goes on in the IM session there
-        # (before the cluster has noticed n1's death: n2 adopts the session on demand).
+        # The peer turns to the other target of a.test, and goes on there before the cluster
+        # has noticed n1's death: n2 adopts carol's subscription and the IM session on demand.
         await athread(lync.connect, N2_IP, n2.sip_port)
+        carol_watch.conn = None
+        r = await athread(lync.in_dialog, carol_watch, "SUBSCRIBE",
+                          [("Event", "presence"), ("Expires", "600")], timeout=10)
+        assert r.status == 200, r.summary()
+        n = await athread(lync.wait_request, "NOTIFY",
+                          lambda r: r.call_id == sub.call_id and r.cseq[0] > last_carol_cseq
+                          and availability(r.text) == 3500, 10)
+        assert n.header("Subscription-State").startswith("active"), n.summary()
         chat.conn = None
         r = await athread(lync.in_dialog, chat, "MESSAGE", [], "still there?",
                           "text/plain; charset=UTF-8", timeout=10)
         assert r.status == 200, r.summary()
         assert (await next_matching(a.messages, lambda m: m["body"] == "still there?"))
+        assert n2.log().count("adopted a SIP dialog for a request that reached this node") >= 1
 
-        # n2 takes over the rest: the watcher gets a NOTIFY in its old dialog (alice still
-        # available), and our subscription to dave is refreshed in its old dialog.
+        # Once n1 is dead, n2 takes over the rest: erin gets a NOTIFY in her old dialog (alice
+        # still available), and our subscription to dave is refreshed in its old dialog.
         n = await athread(lync.wait_request, "NOTIFY",
-                          lambda r: r.call_id == sub.call_id and r.cseq[0] > last_watch_cseq
+                          lambda r: r.call_id == erin_sub.call_id and r.cseq[0] > last_erin_cseq
                           and availability(r.text) == 3500, 15)
         assert n.header("Subscription-State").startswith("active"), n.summary()
         refresh = await athread(lync.wait_request, "SUBSCRIBE",
                                 lambda r: r.call_id == out.call_id and r.to_tag, 15)
         assert refresh.cseq[0] > out.cseq[0] and refresh.header("Expires") != "0"
-        # carol refreshes her subscription with n2; dave's next NOTIFY is taken by n2.
-        watch.conn = None
-        r = await athread(lync.in_dialog, watch, "SUBSCRIBE",
-                          [("Event", "presence"), ("Expires", "600")], timeout=10)
-        assert r.status == 200, r.summary()
+        assert "adopted SIP dialogs: notifying watchers" in n2.log()
+        # dave's next NOTIFY is taken by n2.
         dave.conn = None
         r = await athread(lync.in_dialog, dave, "NOTIFY",
                           [("Event", "presence"), ("Subscription-State", "active;expires=600")],
                           lync_pidf(15500, f"sip:{DAVE}", with_number=True), "application/pidf+xml",
                           timeout=10)
         assert r.status == 200, r.summary()
-        p = await next_matching(a.presences, avail_from(DAVE))
-        assert p["show"] == "away", p
+        # (Earlier presences of dave may be queued: the phone's login probed him, through n2
+        # to n1, which answered with what dave last said.)
+        await next_matching(a.presences, lambda p: p["from"].bare == DAVE and p["show"] == "away")
+        # The phone's messages go out in the same session, from n2 now.
+        phone.send_message(mto=CAROL, mbody="phone again", mtype="chat")
+        m = await athread(lync.wait_request, "MESSAGE", lambda r: r.text == "phone again", 10)
+        assert m.call_id == inv.call_id
 
         await asyncio.sleep(1.0)
         stop.set()
@@ -232,7 +260,8 @@ def test_sip_dialogs_survive_the_routing_node_that_held_them(workdir, pg_url, ma
         assert calls == {inv.call_id}, calls
         # n2 holds every dialog now.
         owners = sip_dialog_owners(pg_url)
-        assert set(owners.values()) == {"n2"} and len(owners) == 3, owners
+        assert set(owners.values()) == {"n2"} and len(owners) == 4, owners
+        await phone.logout()
         await a.logout()
 
     asyncio.run(scenario())
