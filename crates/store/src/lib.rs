@@ -577,6 +577,40 @@ impl Store {
         Ok(())
     }
 
+    /// Like [`Store::sip_dialog_put`], but an existing row is replaced only if `r.owner` owns
+    /// it: returns false (and writes nothing) when another node owns the row (it adopted the
+    /// dialog).
+    pub async fn sip_dialog_put_owned(&self, r: &SipDialogRow) -> Result<bool> {
+        let res = sqlx::query(
+            "INSERT INTO sip_dialogs (id, kind, local_jid, remote_jid, data, expires, owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, local_jid = excluded.local_jid,
+             remote_jid = excluded.remote_jid, data = excluded.data, expires = excluded.expires
+             WHERE sip_dialogs.owner = excluded.owner",
+        )
+        .bind(&r.id)
+        .bind(&r.kind)
+        .bind(&r.local_jid)
+        .bind(&r.remote_jid)
+        .bind(&r.data)
+        .bind(r.expires)
+        .bind(&r.owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Makes `owner` the owner of the row `id`, whoever owned it (a node replacing a dialog
+    /// with a new one for the same usage). Returns whether the row exists.
+    pub async fn sip_dialog_take(&self, id: &str, owner: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE sip_dialogs SET owner = $1 WHERE id = $2")
+            .bind(owner)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// Removes a SIP dialog row; returns whether it existed.
     pub async fn sip_dialog_delete(&self, id: &str) -> Result<bool> {
         let r = sqlx::query("DELETE FROM sip_dialogs WHERE id = $1")
@@ -1262,6 +1296,24 @@ mod tests {
         assert!(!s.sip_dialog_claim(&row.id, "n1", "n3").await.unwrap());
         row.owner = "n2".into();
         assert_eq!(s.sip_dialog(&row.id).await.unwrap(), Some(row.clone()));
+        // The former owner's writes no longer land; the owner's do.
+        let mut stale = row.clone();
+        stale.owner = "n1".into();
+        stale.data = "{\"cseq\":3}".into();
+        assert!(!s.sip_dialog_put_owned(&stale).await.unwrap());
+        assert_eq!(s.sip_dialog(&row.id).await.unwrap(), Some(row.clone()));
+        row.data = "{\"cseq\":4}".into();
+        assert!(s.sip_dialog_put_owned(&row).await.unwrap());
+        assert_eq!(s.sip_dialog(&row.id).await.unwrap(), Some(row.clone()));
+        // A new row is written whoever writes it; taking moves it unconditionally.
+        let mut other = row.clone();
+        other.id = "im:bob@a.test:alice@b.test".into();
+        assert!(s.sip_dialog_put_owned(&other).await.unwrap());
+        assert!(s.sip_dialog_take(&other.id, "n3").await.unwrap());
+        assert!(!s.sip_dialog_take("nothing", "n3").await.unwrap());
+        other.owner = "n3".into();
+        assert_eq!(s.sip_dialog(&other.id).await.unwrap(), Some(other.clone()));
+        assert!(s.sip_dialog_delete(&other.id).await.unwrap());
         assert!(s.sip_dialog_delete(&row.id).await.unwrap());
         assert!(!s.sip_dialog_delete(&row.id).await.unwrap());
         assert!(s.sip_dialogs().await.unwrap().is_empty());

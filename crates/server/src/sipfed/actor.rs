@@ -261,6 +261,9 @@ pub(crate) struct Actor {
     owner: String,
     /// The answer owed to the node that handed over the stanza being handled.
     current_ack: Option<oneshot::Sender<()>>,
+    /// Rows another node took while this one held them (found when writing): forgotten after
+    /// the event being handled.
+    lost: std::sync::Mutex<Vec<String>>,
 }
 
 /// A SIP peer domain as a map key.
@@ -282,6 +285,7 @@ impl Actor {
             relay: None,
             owner: String::new(),
             current_ack: None,
+            lost: std::sync::Mutex::new(Vec::new()),
             cfg,
             federation: hub.federation.clone(),
             hub: Arc::downgrade(hub),
@@ -440,8 +444,41 @@ impl Actor {
             expires: i64::try_from(expires).unwrap_or(i64::MAX),
             owner: self.owner.clone(),
         };
-        if let Err(e) = hub.store.sip_dialog_put(&row).await {
-            tracing::error!(error = %e, "cannot store a SIP dialog");
+        if self.relay.is_none() {
+            if let Err(e) = hub.store.sip_dialog_put(&row).await {
+                tracing::error!(error = %e, "cannot store a SIP dialog");
+            }
+            return;
+        }
+        // In a cluster, only while this node owns the row: another node that adopted the
+        // dialog (this one was silent for a while) holds it now.
+        match hub.store.sip_dialog_put_owned(&row).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(id = %row.id, "another node has adopted this SIP dialog: forgetting it here");
+                self.lost
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(row.id);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot store a SIP dialog"),
+        }
+    }
+
+    /// Makes this node the owner of the row of `kind` for `key` whoever owned it, and tells
+    /// the others: a new dialog replaces the one stored for the same usage.
+    async fn take_over(&self, kind: &str, key: &Key) {
+        let Some(relay) = &self.relay else {
+            return;
+        };
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let id = row_id(kind, key);
+        match hub.store.sip_dialog_take(&id, &self.owner).await {
+            Ok(true) => relay.release(&id),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot take over a stored SIP dialog"),
         }
     }
 
@@ -797,6 +834,10 @@ impl Actor {
                 _ = self.shutdown.changed() => {
                     if *self.shutdown.borrow() { break; }
                 }
+            }
+            let lost = std::mem::take(&mut *self.lost.lock().unwrap_or_else(|e| e.into_inner()));
+            for id in lost {
+                self.released(&id);
             }
             self.flush_notifies();
             self.publish_stats();
@@ -1706,6 +1747,7 @@ impl Actor {
             }
             None => return,
         };
+        self.take_over(IM, &key).await;
         self.persist(IM, &key, &peer, &dialog, false, far_future())
             .await;
         for el in queue {
@@ -1966,12 +2008,10 @@ impl Actor {
         self.dialogs
             .insert(dialog.id().clone(), (IN_SUB, key.clone()));
         let expires_at = unix + u64::from(granted);
+        // Another node may hold this watcher's previous subscription.
+        self.take_over(IN_SUB, &key).await;
         self.persist(IN_SUB, &key, &routed.peer, &dialog, false, expires_at)
             .await;
-        if let Some(r) = &self.relay {
-            // Another node may hold this watcher's previous subscription.
-            r.release(&row_id(IN_SUB, &key));
-        }
         self.in_subs.insert(
             key.clone(),
             InSub {
@@ -2196,12 +2236,10 @@ impl Actor {
             }
         }
         self.dialogs.insert(dialog.id().clone(), (IM, key.clone()));
+        // Another node may hold this pair's previous session.
+        self.take_over(IM, &key).await;
         self.persist(IM, &key, &routed.peer, &dialog, false, far_future())
             .await;
-        if let Some(r) = &self.relay {
-            // Another node may hold this pair's previous session.
-            r.release(&row_id(IM, &key));
-        }
         self.ims
             .insert(key.clone(), Im::established(routed.peer.clone(), dialog));
         if let Some((ctype, body)) = first {
