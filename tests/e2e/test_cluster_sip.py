@@ -17,7 +17,7 @@ n2, which adopts their dialogs from the database instead of answering 481 (and N
 once n1 is declared dead, n2 takes over the rest (erin gets a NOTIFY from n2 in her old dialog,
 our subscription to dave is refreshed in its old dialog); dave's NOTIFYs are taken by n2, and
 every message alice sent reached carol in the one IM session or bounced back to alice: none is
-lost.
+lost. n1, restarted, takes none of them back.
 """
 import asyncio
 import re
@@ -261,6 +261,15 @@ def test_sip_dialogs_survive_the_routing_node_that_held_them(workdir, pg_url, ma
         # n2 holds every dialog now.
         owners = sip_dialog_owners(pg_url)
         assert set(owners.values()) == {"n2"} and len(owners) == 4, owners
+
+        # n1 comes back with the same node id: it restores none of them (n2 holds them all).
+        before = len(n1.log())
+        n1.start()
+        wait_for(lambda: n1.peers_seen(before) >= 2, "n1 to meet n2 and n3 again")
+        await asyncio.sleep(1.0)
+        assert "restored SIP dialogs" not in n1.log()[before:]
+        assert "adopted" not in n1.log()[before:]
+        assert sip_dialog_owners(pg_url) == owners
         await phone.logout()
         await a.logout()
 
