@@ -7,9 +7,10 @@
 //! - `.node.<node_id>`: a stanza from a local user for a SIP contact whose dialog that node
 //!   holds. Sent as a request; the node answers once its gateway task has it. No answer (the
 //!   node is gone: "no responders") and the sender's gateway adopts the dialog and goes on.
-//! - `.any` (queue group `sip`): the same from a node without SIP (`[sip] enabled = false`):
-//!   one SIP node's gateway takes it, and forwards it to the owner of the dialog if that is
-//!   another node.
+//! - `.any` (queue group `sip`): from a node without SIP (`[sip] enabled = false`), a stanza
+//!   whose dialog no alive node holds (or whose owner did not take it): one SIP node's gateway
+//!   takes it and handles it, adopting the dialog if one is stored. (Such a node sends a stanza
+//!   whose dialog an alive node holds to `.node.<owner>` itself.)
 //! - `.release`: "node N now holds row R": the node that held it forgets it (without a word
 //!   to the peer: the dialog lives on, on N).
 //!
