@@ -25,7 +25,9 @@
 //! with the lowest `node_id` tells their watchers that they are unavailable. A node that
 //! restarts has a new instance id; the old instance's sessions are treated the same way.
 //!
-//! Not done yet (`docs/cluster.md` says so): SIP dialog ownership and takeover.
+//! SIP dialog ownership and takeover are the SIP gateway's (`crate::sipfed::relay`); this module
+//! only tells it which nodes die ([`Cluster::on_node_dead`]) and lends it the NATS connection.
+//! Outbound XMPP federation from nodes that do not federate goes through `crate::relay`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -149,6 +151,8 @@ pub struct Cluster {
     declared_dead: Mutex<HashMap<String, String>>,
     revived: Mutex<std::collections::HashSet<String>>,
     hub: OnceLock<Weak<Hub>>,
+    /// Told the id of every node declared dead (the SIP gateway takes over its dialogs).
+    dead_listeners: Mutex<Vec<mpsc::UnboundedSender<String>>>,
 }
 
 impl Cluster {
@@ -189,6 +193,7 @@ impl Cluster {
             declared_dead: Mutex::new(HashMap::new()),
             revived: Mutex::new(std::collections::HashSet::new()),
             hub: OnceLock::new(),
+            dead_listeners: Mutex::new(Vec::new()),
         }))
     }
 
@@ -238,6 +243,29 @@ impl Cluster {
     /// The subject on which one federation-enabled node takes stanzas for foreign domains.
     pub(crate) fn s2s_node_subject(&self, node: &str) -> String {
         format!("{}.s2s.out.{node}", self.prefix)
+    }
+
+    /// Whether `node` is this node or another one heard from within [`DEAD_AFTER`].
+    pub fn is_alive(&self, node: &str) -> bool {
+        node == self.node_id || self.alive_peers().iter().any(|n| n == node)
+    }
+
+    /// The NATS connection, for subjects of other parts of the server (the SIP gateway's).
+    pub(crate) fn nats(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The subject `entente.<domain>.<tail>`.
+    pub(crate) fn subject(&self, tail: &str) -> String {
+        format!("{}.{tail}", self.prefix)
+    }
+
+    /// From now on, `tx` is told the id of every node declared dead.
+    pub(crate) fn on_node_dead(&self, tx: mpsc::UnboundedSender<String>) {
+        self.dead_listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
     }
 
     /// Plugs the cluster into the hub's session registry and starts the tasks: the registry
@@ -539,6 +567,13 @@ impl Cluster {
             }
             dead
         };
+        if !dead.is_empty() {
+            let mut listeners = self
+                .dead_listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            listeners.retain(|tx| dead.iter().all(|n| tx.send(n.clone()).is_ok()));
+        }
         let Some(hub) = self.hub() else { return };
         for node in dead {
             tracing::warn!(node = %node, "a cluster node is dead (no heartbeat)");
@@ -569,7 +604,7 @@ impl Cluster {
     }
 
     /// Whether this node has the lowest id among the alive nodes (it speaks for dead ones).
-    fn is_lowest_alive(&self) -> bool {
+    pub fn is_lowest_alive(&self) -> bool {
         self.is_lowest_alive_except(None)
     }
 

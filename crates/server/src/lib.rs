@@ -142,14 +142,23 @@ impl Server {
             }
             None => s2s.clone(),
         };
+        // A cluster node without SIP hands SIP-bound stanzas to the nodes with SIP.
+        let sip_elsewhere = match (&gateway, &cluster) {
+            (None, Some(c)) => Some(sipfed::RemoteGateways::new(c.clone(), cfg.domain.clone())),
+            _ => None,
+        };
         hub.set_remote(Arc::new(sipfed::FederationRouter {
             federation: federation.clone(),
             xmpp,
             sip: gateway.clone(),
+            sip_elsewhere: sip_elsewhere.clone(),
         }));
         let hub = Arc::new(hub);
         s2s.set_hub(&hub);
         if let Some(r) = &relay {
+            r.set_hub(&hub);
+        }
+        if let Some(r) = &sip_elsewhere {
             r.set_hub(&hub);
         }
         let (shutdown, rx) = watch::channel(false);
@@ -207,7 +216,13 @@ impl Server {
             )
             .await?;
             gateway
-                .run(&hub, started.handle.clone(), rx.clone(), &mut tasks)
+                .run(
+                    &hub,
+                    started.handle.clone(),
+                    rx.clone(),
+                    &mut tasks,
+                    cluster.clone(),
+                )
                 .await?;
             sip_addrs = started.addrs;
             sip = Some(started.handle);

@@ -96,6 +96,8 @@ const MIGRATIONS: &[&str] = &[
     "INSERT INTO federation_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
     "CREATE TABLE IF NOT EXISTS shared_secrets (
         name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    // The cluster node that holds a SIP dialog ('' on a single node, and for rows from before).
+    "ALTER TABLE sip_dialogs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
     "CREATE TABLE IF NOT EXISTS change_counters (
         name TEXT PRIMARY KEY, version BIGINT NOT NULL)",
 ];
@@ -148,6 +150,8 @@ pub struct SipDialogRow {
     pub data: String,
     /// Unix seconds after which the row is stale.
     pub expires: i64,
+    /// The cluster node that holds the dialog (`node_id`); empty on a single node.
+    pub owner: String,
 }
 
 /// The store: a connection pool and the queries.
@@ -560,13 +564,14 @@ impl Store {
 
     // ---- SIP federation dialogs ----
 
-    /// Inserts or replaces a SIP dialog row.
+    /// Inserts or replaces a SIP dialog row (with its owner).
     pub async fn sip_dialog_put(&self, r: &SipDialogRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO sip_dialogs (id, kind, local_jid, remote_jid, data, expires)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO sip_dialogs (id, kind, local_jid, remote_jid, data, expires, owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, local_jid = excluded.local_jid,
-             remote_jid = excluded.remote_jid, data = excluded.data, expires = excluded.expires",
+             remote_jid = excluded.remote_jid, data = excluded.data, expires = excluded.expires,
+             owner = excluded.owner",
         )
         .bind(&r.id)
         .bind(&r.kind)
@@ -574,9 +579,44 @@ impl Store {
         .bind(&r.remote_jid)
         .bind(&r.data)
         .bind(r.expires)
+        .bind(&r.owner)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Like [`Store::sip_dialog_put`], but an existing row is replaced only if `r.owner` owns
+    /// it: returns false (and writes nothing) when another node owns the row (it adopted the
+    /// dialog).
+    pub async fn sip_dialog_put_owned(&self, r: &SipDialogRow) -> Result<bool> {
+        let res = sqlx::query(
+            "INSERT INTO sip_dialogs (id, kind, local_jid, remote_jid, data, expires, owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, local_jid = excluded.local_jid,
+             remote_jid = excluded.remote_jid, data = excluded.data, expires = excluded.expires
+             WHERE sip_dialogs.owner = excluded.owner",
+        )
+        .bind(&r.id)
+        .bind(&r.kind)
+        .bind(&r.local_jid)
+        .bind(&r.remote_jid)
+        .bind(&r.data)
+        .bind(r.expires)
+        .bind(&r.owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Makes `owner` the owner of the row `id`, whoever owned it (a node replacing a dialog
+    /// with a new one for the same usage). Returns whether the row exists.
+    pub async fn sip_dialog_take(&self, id: &str, owner: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE sip_dialogs SET owner = $1 WHERE id = $2")
+            .bind(owner)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     /// Removes a SIP dialog row; returns whether it existed.
@@ -590,25 +630,47 @@ impl Store {
 
     /// Every SIP dialog row, ordered by id.
     pub async fn sip_dialogs(&self) -> Result<Vec<SipDialogRow>> {
-        let rows =
-            sqlx::query("SELECT id, kind, local_jid, remote_jid, data, expires FROM sip_dialogs")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT id, kind, local_jid, remote_jid, data, expires, owner FROM sip_dialogs",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = rows
             .iter()
-            .map(|r| {
-                Ok(SipDialogRow {
-                    id: r.try_get("id")?,
-                    kind: r.try_get("kind")?,
-                    local_jid: r.try_get("local_jid")?,
-                    remote_jid: r.try_get("remote_jid")?,
-                    data: r.try_get("data")?,
-                    expires: r.try_get("expires")?,
-                })
-            })
+            .map(sip_dialog_from_row)
             .collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    /// One SIP dialog row.
+    pub async fn sip_dialog(&self, id: &str) -> Result<Option<SipDialogRow>> {
+        let row = sqlx::query(
+            "SELECT id, kind, local_jid, remote_jid, data, expires, owner FROM sip_dialogs
+             WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(sip_dialog_from_row).transpose()
+    }
+
+    /// Makes `new_owner` the owner of the row `id` if `old_owner` still owns it (compare and
+    /// swap: of several nodes adopting one row at once, exactly one succeeds). Returns whether
+    /// this call changed the owner.
+    pub async fn sip_dialog_claim(
+        &self,
+        id: &str,
+        old_owner: &str,
+        new_owner: &str,
+    ) -> Result<bool> {
+        let r = sqlx::query("UPDATE sip_dialogs SET owner = $1 WHERE id = $2 AND owner = $3")
+            .bind(new_owner)
+            .bind(id)
+            .bind(old_owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     // ---- federation overrides (admin API) ----
@@ -826,6 +888,18 @@ async fn bump_federation_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> R
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+fn sip_dialog_from_row(r: &AnyRow) -> Result<SipDialogRow> {
+    Ok(SipDialogRow {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        local_jid: r.try_get("local_jid")?,
+        remote_jid: r.try_get("remote_jid")?,
+        data: r.try_get("data")?,
+        expires: r.try_get("expires")?,
+        owner: r.try_get("owner")?,
+    })
 }
 
 fn user_from_row(r: &AnyRow) -> Result<UserRecord> {
@@ -1267,6 +1341,7 @@ mod tests {
             remote_jid: "alice@b.test".into(),
             data: "{}".into(),
             expires: 1_900_000_000,
+            owner: "n1".into(),
         };
         s.sip_dialog_put(&row).await.unwrap();
         row.data = "{\"cseq\":2}".into();
@@ -1274,6 +1349,32 @@ mod tests {
         s.close().await;
         let s = db.open().await;
         assert_eq!(s.sip_dialogs().await.unwrap(), vec![row.clone()]);
+        assert_eq!(s.sip_dialog(&row.id).await.unwrap(), Some(row.clone()));
+        assert_eq!(s.sip_dialog("nothing").await.unwrap(), None);
+        // Ownership moves by compare and swap: only from the owner named.
+        assert!(!s.sip_dialog_claim(&row.id, "n3", "n2").await.unwrap());
+        assert!(s.sip_dialog_claim(&row.id, "n1", "n2").await.unwrap());
+        assert!(!s.sip_dialog_claim(&row.id, "n1", "n3").await.unwrap());
+        row.owner = "n2".into();
+        assert_eq!(s.sip_dialog(&row.id).await.unwrap(), Some(row.clone()));
+        // The former owner's writes no longer land; the owner's do.
+        let mut stale = row.clone();
+        stale.owner = "n1".into();
+        stale.data = "{\"cseq\":3}".into();
+        assert!(!s.sip_dialog_put_owned(&stale).await.unwrap());
+        assert_eq!(s.sip_dialog(&row.id).await.unwrap(), Some(row.clone()));
+        row.data = "{\"cseq\":4}".into();
+        assert!(s.sip_dialog_put_owned(&row).await.unwrap());
+        assert_eq!(s.sip_dialog(&row.id).await.unwrap(), Some(row.clone()));
+        // A new row is written whoever writes it; taking moves it unconditionally.
+        let mut other = row.clone();
+        other.id = "im:bob@a.test:alice@b.test".into();
+        assert!(s.sip_dialog_put_owned(&other).await.unwrap());
+        assert!(s.sip_dialog_take(&other.id, "n3").await.unwrap());
+        assert!(!s.sip_dialog_take("nothing", "n3").await.unwrap());
+        other.owner = "n3".into();
+        assert_eq!(s.sip_dialog(&other.id).await.unwrap(), Some(other.clone()));
+        assert!(s.sip_dialog_delete(&other.id).await.unwrap());
         assert!(s.sip_dialog_delete(&row.id).await.unwrap());
         assert!(!s.sip_dialog_delete(&row.id).await.unwrap());
         assert!(s.sip_dialogs().await.unwrap().is_empty());
@@ -1403,6 +1504,7 @@ mod tests {
                 remote_jid: "r@y".into(),
                 data: "{\"ü\":1}".into(),
                 expires,
+                owner: String::new(),
             };
             s.sip_dialog_put(&r).await.unwrap();
         }
@@ -1453,6 +1555,7 @@ mod tests {
                 remote_jid: j.to_string(),
                 data: "{}".into(),
                 expires: 0,
+                owner: "n1".into(),
             })
             .await
             .unwrap();

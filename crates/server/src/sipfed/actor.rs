@@ -19,9 +19,10 @@ use entente_store::SipDialogRow;
 use entente_xmpp_proto::stanza::{error_reply, ErrorType};
 use entente_xmpp_proto::Element;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::convert;
+use super::relay::Relay;
 use super::Routed;
 use crate::config::{Config, ImMode, SipPeerConfig, SipPeerTransport};
 use crate::hub::Hub;
@@ -45,10 +46,38 @@ pub(crate) enum Event {
         op: u64,
         result: Result<SipResponse, SipError>,
     },
+    /// A stanza from a local user that another node of the cluster handed to this one: this
+    /// node handles it (adopting the dialog it concerns). The other node is answered when the
+    /// sender is dropped: for a message, once the peer answered it (or it bounced).
+    Forwarded(Element, Option<oneshot::Sender<()>>),
+    /// A stanza this node handed to the node holding its dialog, which did not take it (it
+    /// died): this node adopts the dialog and handles it.
+    Unforwarded(Element),
+    /// Another node now holds the dialog row with this id: forget it here.
+    Released(String),
+    /// A node of the cluster died: its dialogs are to be adopted.
+    NodeDead(String),
+    /// A node died a while ago: adopt what the lowest node did not.
+    AdoptDead(String),
+    /// Adopt the dialogs of nodes that are not alive (once, some seconds after the start).
+    Sweep,
 }
 
+/// Where the dialog a stanza concerns is held, in a cluster.
+enum Holder {
+    /// Here (held, adopted now, or not held anywhere: this node creates it).
+    Here,
+    /// By this alive node.
+    Node(String),
+}
+
+/// How much an adopted dialog's local CSeq jumps: the node that held it may have sent
+/// requests after it last stored the dialog, and a peer refuses a CSeq it has already seen
+/// (RFC 3261 §12.2.2 only wants it higher).
+const CSEQ_LEAP: u32 = 100;
+
 /// (local user, foreign contact), both bare.
-type Key = (Jid, Jid);
+pub(super) type Key = (Jid, Jid);
 
 /// A foreign watcher's subscription to a local user's presence.
 struct InSub {
@@ -144,6 +173,9 @@ enum Op {
         key: Key,
         stanza: Element,
         in_session: bool,
+        /// Dropped once the outcome is known: the node that handed the message over is
+        /// answered then (see [`Event::Forwarded`]).
+        _ack: Option<oneshot::Sender<()>>,
     },
     Fire,
 }
@@ -172,8 +204,25 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn row_id(kind: &str, key: &Key) -> String {
+pub(super) fn row_id(kind: &str, key: &Key) -> String {
     format!("{kind}:{}:{}", key.0, key.1)
+}
+
+/// Which stored usage an outbound stanza concerns (in a cluster, that decides which node
+/// handles it): presence broadcasts and answers to a watcher its inbound subscription,
+/// subscription requests and probes our outbound one, messages to a domain in session mode
+/// (`session_im`) the IM session. `None`: no dialog (page-mode messages, errors), any SIP node
+/// sends it.
+pub(super) fn usage_of(el: &Element, session_im: bool) -> Option<&'static str> {
+    match el.name.as_str() {
+        "presence" => match el.get_attr("type") {
+            None | Some("unavailable" | "subscribed" | "unsubscribed") => Some(IN_SUB),
+            Some("subscribe" | "unsubscribe" | "probe") => Some(OUT_SUB),
+            _ => None,
+        },
+        "message" if session_im && el.get_attr("type") != Some("error") => Some(IM),
+        _ => None,
+    }
 }
 
 pub(crate) struct Actor {
@@ -206,6 +255,15 @@ pub(crate) struct Actor {
     /// The settings last used for each SIP peer domain (by [`Actor::peer`]): a domain
     /// removed before the task saw a view with it still has its settings here.
     peers_used: std::sync::Mutex<HashMap<String, SipPeerConfig>>,
+    /// The other gateways of the cluster (`None` on a single node).
+    relay: Option<Arc<Relay>>,
+    /// The owner this node writes in the rows it holds: its `node_id`, empty on a single node.
+    owner: String,
+    /// The answer owed to the node that handed over the stanza being handled.
+    current_ack: Option<oneshot::Sender<()>>,
+    /// Rows another node took while this one held them (found when writing): forgotten after
+    /// the event being handled.
+    lost: std::sync::Mutex<Vec<String>>,
 }
 
 /// A SIP peer domain as a map key.
@@ -224,6 +282,10 @@ impl Actor {
         stats: Arc<super::GatewayStats>,
     ) -> Actor {
         Actor {
+            relay: None,
+            owner: String::new(),
+            current_ack: None,
+            lost: std::sync::Mutex::new(Vec::new()),
             cfg,
             federation: hub.federation.clone(),
             hub: Arc::downgrade(hub),
@@ -244,6 +306,17 @@ impl Actor {
             to_notify: Vec::new(),
             stats,
         }
+    }
+
+    /// Makes this gateway one of a cluster's (see [`super::relay`]): it owns the dialogs it
+    /// holds as this node.
+    pub(crate) fn in_cluster(mut self, relay: Option<Arc<Relay>>) -> Actor {
+        self.owner = relay
+            .as_ref()
+            .map(|r| r.node_id().to_owned())
+            .unwrap_or_default();
+        self.relay = relay;
+        self
     }
 
     // ---- plumbing ----
@@ -369,9 +442,43 @@ impl Actor {
             remote_jid: key.1.to_string(),
             data,
             expires: i64::try_from(expires).unwrap_or(i64::MAX),
+            owner: self.owner.clone(),
         };
-        if let Err(e) = hub.store.sip_dialog_put(&row).await {
-            tracing::error!(error = %e, "cannot store a SIP dialog");
+        if self.relay.is_none() {
+            if let Err(e) = hub.store.sip_dialog_put(&row).await {
+                tracing::error!(error = %e, "cannot store a SIP dialog");
+            }
+            return;
+        }
+        // In a cluster, only while this node owns the row: another node that adopted the
+        // dialog (this one was silent for a while) holds it now.
+        match hub.store.sip_dialog_put_owned(&row).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(id = %row.id, "another node has adopted this SIP dialog: forgetting it here");
+                self.lost
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(row.id);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot store a SIP dialog"),
+        }
+    }
+
+    /// Makes this node the owner of the row of `kind` for `key` whoever owned it, and tells
+    /// the others: a new dialog replaces the one stored for the same usage.
+    async fn take_over(&self, kind: &str, key: &Key) {
+        let Some(relay) = &self.relay else {
+            return;
+        };
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let id = row_id(kind, key);
+        match hub.store.sip_dialog_take(&id, &self.owner).await {
+            Ok(true) => relay.release(&id),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot take over a stored SIP dialog"),
         }
     }
 
@@ -386,7 +493,9 @@ impl Actor {
     // ---- the loop ----
 
     /// Reloads persisted dialogs: every foreign watcher gets a current NOTIFY and every
-    /// outbound subscription is refreshed at once.
+    /// outbound subscription is refreshed at once. In a cluster, only the rows this node owns
+    /// (and rows from before the cluster, owned by nobody); a few seconds later, the rows of
+    /// nodes that are not alive ([`Event::Sweep`]).
     pub(crate) async fn restore(&mut self) {
         let Some(hub) = self.hub.upgrade() else {
             return;
@@ -398,19 +507,92 @@ impl Actor {
                 return;
             }
         };
+        drop(hub);
+        let mut mine = Vec::new();
+        for row in rows {
+            // In a cluster, a row from before the cluster (no owner) is claimed first.
+            if self.relay.is_none()
+                || row.owner == self.owner
+                || (row.owner.is_empty() && self.claim(&row).await)
+            {
+                mine.push(row);
+            }
+        }
+        self.take_rows(mine, false).await;
+        if !(self.in_subs.is_empty() && self.out_subs.is_empty() && self.ims.is_empty()) {
+            tracing::info!(
+                inbound = self.in_subs.len(),
+                outbound = self.out_subs.len(),
+                im = self.ims.len(),
+                "restored SIP dialogs: notifying watchers and refreshing subscriptions now"
+            );
+        }
+        if self.relay.is_some() {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(crate::cluster::DEAD_AFTER + Duration::from_secs(2)).await;
+                let _ = tx.send(Event::Sweep);
+            });
+        }
+    }
+
+    /// Makes this node the owner of `row` (compare and swap on its current owner) and tells
+    /// the node that held it. False if another node took it first.
+    async fn claim(&self, row: &SipDialogRow) -> bool {
+        let Some(hub) = self.hub.upgrade() else {
+            return false;
+        };
+        match hub
+            .store
+            .sip_dialog_claim(&row.id, &row.owner, &self.owner)
+            .await
+        {
+            Ok(true) => {
+                if let Some(r) = &self.relay {
+                    r.release(&row.id);
+                }
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot adopt a stored SIP dialog");
+                false
+            }
+        }
+    }
+
+    /// Takes stored dialogs into memory (at start, or adopted from another node: `adopted`):
+    /// every foreign watcher gets a current NOTIFY (the hub is asked what each may see), and
+    /// every outbound subscription is refreshed at once. Unreadable, expired rows and rows of
+    /// domains no longer permitted are deleted. An adopted row for a usage this node already
+    /// holds is left to what is in memory. Returns how many were taken.
+    async fn take_rows(&mut self, rows: Vec<SipDialogRow>, adopted: bool) -> usize {
+        let Some(hub) = self.hub.upgrade() else {
+            return 0;
+        };
         let now = unix_now();
         let mut probes = Vec::new();
+        let mut taken = 0;
         for row in rows {
             let parsed = (
                 Jid::parse(&row.local_jid),
                 Jid::parse(&row.remote_jid),
                 serde_json::from_str::<Stored>(&row.data),
             );
-            let (Ok(local), Ok(remote), Ok(stored)) = parsed else {
+            let (Ok(local), Ok(remote), Ok(mut stored)) = parsed else {
                 tracing::warn!(id = %row.id, "dropping an unreadable stored SIP dialog");
                 let _ = hub.store.sip_dialog_delete(&row.id).await;
                 continue;
             };
+            let key = (local, remote);
+            let kind = kind_name(&row.kind);
+            if adopted {
+                if self.holds(kind, &key) {
+                    continue;
+                }
+                stored.dialog.local_seq =
+                    stored.dialog.local_seq.map(|s| s.saturating_add(CSEQ_LEAP));
+            }
             let expires = u64::try_from(row.expires).unwrap_or(0);
             let dialog = match Dialog::restore(stored.dialog) {
                 Ok(d) => d,
@@ -420,14 +602,14 @@ impl Actor {
                     continue;
                 }
             };
-            if self.peer(&stored.peer).is_none() || (expires <= now && row.kind != OUT_SUB) {
+            if self.peer(&stored.peer).is_none() || (expires <= now && kind != OUT_SUB) {
                 let _ = hub.store.sip_dialog_delete(&row.id).await;
                 continue;
             }
-            let key = (local, remote);
+            taken += 1;
             self.dialogs
-                .insert(dialog.id().clone(), (kind_name(&row.kind), key.clone()));
-            match row.kind.as_str() {
+                .insert(dialog.id().clone(), (kind, key.clone()));
+            match kind {
                 IN_SUB => {
                     probes.push(key.clone());
                     self.to_notify.push(key.clone());
@@ -460,19 +642,177 @@ impl Actor {
                 }
             }
         }
-        if !(self.in_subs.is_empty() && self.out_subs.is_empty() && self.ims.is_empty()) {
-            tracing::info!(
-                inbound = self.in_subs.len(),
-                outbound = self.out_subs.len(),
-                im = self.ims.len(),
-                "restored SIP dialogs: notifying watchers and refreshing subscriptions now"
-            );
-        }
+        drop(hub);
         // What may each watcher see? The hub answers a probe as for any foreign contact; the
         // NOTIFYs go out once the answers are in.
         for (local, remote) in probes {
             let probe = convert::sub_presence("probe", &remote, &local, None);
             self.to_hub(probe).await;
+        }
+        taken
+    }
+
+    /// Whether this node holds the usage `kind` of `key` in memory.
+    fn holds(&self, kind: &str, key: &Key) -> bool {
+        match kind {
+            IN_SUB => self.in_subs.contains_key(key),
+            OUT_SUB => self.out_subs.contains_key(key),
+            _ => self.ims.contains_key(key),
+        }
+    }
+
+    // ---- the cluster ----
+
+    /// Which stored usage an outbound stanza concerns (see [`usage_of`]).
+    fn usage_of(&self, el: &Element, peer: &str) -> Option<&'static str> {
+        let session = self
+            .peer(peer)
+            .is_some_and(|p| matches!(p.im_mode(), ImMode::Session));
+        usage_of(el, session)
+    }
+
+    /// Where the usage `kind` of `key`, which this node does not hold in memory, is held: the
+    /// row's owner if it is alive and `take` is false; else the row is adopted here (or there
+    /// is none: this node creates the dialog).
+    async fn locate(&mut self, kind: &'static str, key: &Key, take: bool) -> Holder {
+        let Some(relay) = self.relay.clone() else {
+            return Holder::Here;
+        };
+        let id = row_id(kind, key);
+        // Twice at most: another node may adopt the row between the read and the claim.
+        for _ in 0..2 {
+            let Some(hub) = self.hub.upgrade() else {
+                return Holder::Here;
+            };
+            let row = match hub.store.sip_dialog(&id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Holder::Here,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read a stored SIP dialog");
+                    return Holder::Here;
+                }
+            };
+            drop(hub);
+            if row.owner != self.owner && !take && relay.is_alive(&row.owner) {
+                return Holder::Node(row.owner);
+            }
+            if row.owner == self.owner || self.claim(&row).await {
+                if row.owner != self.owner {
+                    tracing::info!(%id, from = %row.owner, "adopted a SIP dialog");
+                }
+                self.take_rows(vec![row], true).await;
+                return Holder::Here;
+            }
+        }
+        Holder::Here
+    }
+
+    /// Hands a stanza to the node holding its dialog; if that node does not take it, it comes
+    /// back as [`Event::Unforwarded`].
+    fn forward_to(&self, node: String, el: Element) {
+        if let Some(r) = &self.relay {
+            tracing::debug!(%node, to = el.get_attr("to").unwrap_or(""), "handing a SIP-bound stanza to the node holding its dialog");
+            r.forward_ordered(node, el);
+        }
+    }
+
+    /// An in-dialog request for a dialog this node does not hold: the peer turned to this node
+    /// (another target of our domain) because the node holding it failed. Adopts the stored
+    /// dialog if it is that one.
+    async fn adopt_for_request(&mut self, kind: &'static str, key: &Key, id: &DialogId) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let row = match hub.store.sip_dialog(&row_id(kind, key)).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a stored SIP dialog");
+                return;
+            }
+        };
+        drop(hub);
+        let same = serde_json::from_str::<Stored>(&row.data)
+            .ok()
+            .and_then(|st| Dialog::restore(st.dialog).ok())
+            .is_some_and(|d| d.id() == id);
+        if !same {
+            return;
+        }
+        if row.owner == self.owner || self.claim(&row).await {
+            tracing::info!(id = %row.id, from = %row.owner, "adopted a SIP dialog for a request that reached this node");
+            self.take_rows(vec![row], true).await;
+        }
+    }
+
+    /// Forgets the usage stored as row `id`: another node holds it now.
+    fn released(&mut self, id: &str) {
+        let find =
+            |keys: Vec<&Key>, kind: &str| keys.into_iter().find(|k| row_id(kind, k) == id).cloned();
+        if let Some(k) = find(self.in_subs.keys().collect(), IN_SUB) {
+            if let Some(s) = self.in_subs.remove(&k) {
+                self.dialogs.remove(s.dialog.id());
+            }
+        } else if let Some(k) = find(self.out_subs.keys().collect(), OUT_SUB) {
+            if let Some(d) = self.out_subs.remove(&k).and_then(|s| s.dialog) {
+                self.dialogs.remove(d.id());
+            }
+        } else if let Some(k) = find(self.ims.keys().collect(), IM) {
+            if let Some(d) = self.ims.remove(&k).and_then(|i| i.dialog) {
+                self.dialogs.remove(d.id());
+            }
+        } else {
+            return;
+        }
+        tracing::info!(%id, "another node holds this SIP dialog now");
+    }
+
+    /// Adopts every stored dialog whose owner `pick` chooses (compare and swap, row by row).
+    async fn adopt_where(&mut self, what: &str, pick: impl Fn(&SipDialogRow) -> bool) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let rows = match hub.store.sip_dialogs().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load stored SIP dialogs");
+                return;
+            }
+        };
+        drop(hub);
+        let mut claimed = Vec::new();
+        for row in rows
+            .into_iter()
+            .filter(|r| r.owner != self.owner && pick(r))
+        {
+            if self.claim(&row).await {
+                claimed.push(row);
+            }
+        }
+        if claimed.is_empty() {
+            return;
+        }
+        let n = self.take_rows(claimed, true).await;
+        tracing::info!(
+            dialogs = n,
+            of = what,
+            "adopted SIP dialogs: notifying watchers and refreshing subscriptions now"
+        );
+    }
+
+    async fn node_dead(&mut self, node: String) {
+        let Some(relay) = self.relay.clone() else {
+            return;
+        };
+        if relay.is_lowest_alive() {
+            self.adopt_where(&node, |r| r.owner == node).await;
+        } else {
+            // The lowest node adopts them; if it has no SIP, the SIP nodes share what is left.
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = tx.send(Event::AdoptDead(node));
+            });
         }
     }
 
@@ -495,6 +835,10 @@ impl Actor {
                     if *self.shutdown.borrow() { break; }
                 }
             }
+            let lost = std::mem::take(&mut *self.lost.lock().unwrap_or_else(|e| e.into_inner()));
+            for id in lost {
+                self.released(&id);
+            }
             self.flush_notifies();
             self.publish_stats();
         }
@@ -514,12 +858,28 @@ impl Actor {
 
     async fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Outbound(el) => self.outbound(el).await,
+            Event::Outbound(el) => self.outbound(el, false).await,
             Event::Request { inc, routed } => self.request(*inc, routed).await,
             Event::Server(ev) => tracing::debug!(event = ?ev, "SIP server transaction event"),
             Event::Done { op, result } => {
                 if let Some(op) = self.ops.remove(&op) {
                     self.done(op, result).await;
+                }
+            }
+            Event::Forwarded(el, ack) => {
+                self.current_ack = ack;
+                self.outbound_here(el).await;
+                // Not kept by a MESSAGE in flight: answered now.
+                self.current_ack = None;
+            }
+            Event::Unforwarded(el) => self.outbound_here(el).await,
+            Event::Released(id) => self.released(&id),
+            Event::NodeDead(node) => self.node_dead(node).await,
+            Event::AdoptDead(node) => self.adopt_where(&node, |r| r.owner == node).await,
+            Event::Sweep => {
+                if let Some(relay) = self.relay.clone() {
+                    self.adopt_where("nodes not alive", |r| !relay.is_alive(&r.owner))
+                        .await;
                 }
             }
         }
@@ -733,7 +1093,15 @@ impl Actor {
 
     // ---- stanzas from the hub ----
 
-    async fn outbound(&mut self, el: Element) {
+    /// A stanza another node handed to this one (or that the node holding its dialog did not
+    /// take): handled here, adopting its dialog.
+    async fn outbound_here(&mut self, el: Element) {
+        self.outbound(el, true).await
+    }
+
+    /// A stanza from a local user to a SIP contact. In a cluster, one whose dialog another
+    /// alive node holds goes to that node (unless `here`).
+    async fn outbound(&mut self, el: Element, here: bool) {
         let (Some(from), Some(to)) = (
             el.get_attr("from").and_then(|f| Jid::parse(f).ok()),
             el.get_attr("to").and_then(|t| Jid::parse(t).ok()),
@@ -747,6 +1115,15 @@ impl Actor {
                 .await;
         }
         let key = (from.to_bare(), to.to_bare());
+        if self.relay.is_some() {
+            if let Some(kind) = self.usage_of(&el, &peer) {
+                if !self.holds(kind, &key) {
+                    if let Holder::Node(node) = self.locate(kind, &key, here).await {
+                        return self.forward_to(node, el);
+                    }
+                }
+            }
+        }
         match el.name.as_str() {
             "presence" => self.outbound_presence(el, key, from, peer).await,
             "message" => self.outbound_message(el, key, peer).await,
@@ -872,6 +1249,7 @@ impl Actor {
             ImMode::Page => {
                 if let Some(req) = self.page_message(&key, &peer, &el) {
                     let dest = self.dest(&peer);
+                    let ack = self.current_ack.take();
                     self.send(
                         req,
                         dest,
@@ -879,6 +1257,7 @@ impl Actor {
                             key,
                             stanza: el,
                             in_session: false,
+                            _ack: ack,
                         },
                     );
                 }
@@ -947,6 +1326,7 @@ impl Actor {
                     req.headers.push("Content-Type", ctype);
                     req.set_body(body.into_bytes());
                     let dest = self.dest(&peer);
+                    let ack = self.current_ack.take();
                     self.send(
                         req,
                         dest,
@@ -954,6 +1334,7 @@ impl Actor {
                             key: key.clone(),
                             stanza: el,
                             in_session: true,
+                            _ack: ack,
                         },
                     );
                     if let Some(d) = self.ims.get(&key).and_then(|i| i.dialog.clone()) {
@@ -1144,6 +1525,7 @@ impl Actor {
                 key,
                 stanza,
                 in_session,
+                _ack,
             } => {
                 let status = match &result {
                     Ok(r) if r.response.status.is_success() => return,
@@ -1365,6 +1747,7 @@ impl Actor {
             }
             None => return,
         };
+        self.take_over(IM, &key).await;
         self.persist(IM, &key, &peer, &dialog, false, far_future())
             .await;
         for el in queue {
@@ -1441,7 +1824,23 @@ impl Actor {
             }
         }
         drop(hub);
-        match &req.method {
+        if in_dialog && self.relay.is_some() {
+            // A request in a dialog another node held: the peer turned to this node.
+            let kind = match &req.method {
+                Method::Subscribe => Some(IN_SUB),
+                Method::Notify => Some(OUT_SUB),
+                Method::Extension(m) if m.eq_ignore_ascii_case("BENOTIFY") => Some(OUT_SUB),
+                Method::Message | Method::Bye | Method::Invite => Some(IM),
+                _ => None,
+            };
+            if let (Some(kind), Some(id)) = (kind, DialogId::for_request(req)) {
+                if !self.dialogs.contains_key(&id) {
+                    let key = (routed.local.clone(), routed.remote.clone());
+                    self.adopt_for_request(kind, &key, &id).await;
+                }
+            }
+        }
+        match &inc.request.method {
             Method::Subscribe => self.inbound_subscribe(inc, routed).await,
             Method::Notify => self.inbound_notify(inc, routed).await,
             Method::Extension(m) if m.eq_ignore_ascii_case("BENOTIFY") => {
@@ -1609,6 +2008,8 @@ impl Actor {
         self.dialogs
             .insert(dialog.id().clone(), (IN_SUB, key.clone()));
         let expires_at = unix + u64::from(granted);
+        // Another node may hold this watcher's previous subscription.
+        self.take_over(IN_SUB, &key).await;
         self.persist(IN_SUB, &key, &routed.peer, &dialog, false, expires_at)
             .await;
         self.in_subs.insert(
@@ -1835,6 +2236,8 @@ impl Actor {
             }
         }
         self.dialogs.insert(dialog.id().clone(), (IM, key.clone()));
+        // Another node may hold this pair's previous session.
+        self.take_over(IM, &key).await;
         self.persist(IM, &key, &routed.peer, &dialog, false, far_future())
             .await;
         self.ims
@@ -2065,6 +2468,35 @@ mod tests {
         .unwrap();
         assert_eq!(r.headers.get("CSeq"), Some("1 MESSAGE"));
         assert!(new_request(Method::Message, "not a uri", "", "", "", 1).is_none());
+    }
+
+    #[test]
+    fn each_outbound_stanza_concerns_one_usage() {
+        let el = |xml: &str| entente_xmpp_proto::parse_stanza(xml).unwrap();
+        let p = |t: &str| el(&format!("<presence type='{t}' from='a@x/r' to='b@y'/>"));
+        assert_eq!(
+            usage_of(&el("<presence from='a@x/r' to='b@y'/>"), false),
+            Some(IN_SUB)
+        );
+        for t in ["unavailable", "subscribed", "unsubscribed"] {
+            assert_eq!(usage_of(&p(t), true), Some(IN_SUB), "{t}");
+        }
+        for t in ["subscribe", "unsubscribe", "probe"] {
+            assert_eq!(usage_of(&p(t), true), Some(OUT_SUB), "{t}");
+        }
+        assert_eq!(usage_of(&p("error"), true), None);
+        let m = el("<message type='chat' from='a@x/r' to='b@y'><body>hi</body></message>");
+        assert_eq!(usage_of(&m, true), Some(IM));
+        // Page mode: no dialog, any SIP node sends it.
+        assert_eq!(usage_of(&m, false), None);
+        let e = el("<message type='error' from='a@x/r' to='b@y'/>");
+        assert_eq!(usage_of(&e, true), None);
+        assert_eq!(
+            usage_of(&el("<iq type='get' from='a@x/r' to='b@y' id='1'/>"), true),
+            None
+        );
+        let key = (Jid::parse("a@x").unwrap(), Jid::parse("b@y").unwrap());
+        assert_eq!(row_id(IM, &key), "im:a@x:b@y");
     }
 
     #[test]

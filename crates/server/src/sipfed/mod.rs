@@ -22,6 +22,9 @@
 
 mod actor;
 pub mod convert;
+mod relay;
+
+pub use relay::RemoteGateways;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,13 +93,15 @@ impl Gateway {
 
     /// Loads the persisted dialogs and starts the gateway task: current NOTIFYs go to every
     /// foreign watcher and our own subscriptions are refreshed at once (no two-hour gap after a
-    /// restart).
+    /// restart). In a cluster (`cluster`), only the dialogs this node holds are loaded, and the
+    /// gateway joins the other nodes' (see [`relay`]).
     pub async fn run(
         &self,
         hub: &Arc<Hub>,
         sip: SipHandle,
         shutdown: watch::Receiver<bool>,
         tasks: &mut JoinSet<()>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> anyhow::Result<()> {
         let rx = self
             .rx
@@ -104,6 +109,10 @@ impl Gateway {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or_else(|| anyhow::anyhow!("the SIP gateway is already running"))?;
+        let relay = cluster.map(relay::Relay::new);
+        if let Some(r) = &relay {
+            r.start(self.tx.clone(), shutdown.clone(), tasks).await?;
+        }
         let mut actor = actor::Actor::new(
             self.cfg.clone(),
             hub,
@@ -112,7 +121,8 @@ impl Gateway {
             rx,
             shutdown,
             self.stats.clone(),
-        );
+        )
+        .in_cluster(relay);
         actor.restore().await;
         tasks.spawn(actor.run());
         Ok(())
@@ -259,12 +269,13 @@ impl RemoteRouter for Gateway {
 }
 
 /// The hub's way out: SIP domains (`[[sip.peer]]` and the admin API's, when SIP is enabled)
-/// through the gateway,
-/// every other domain through XMPP server-to-server federation.
+/// through the gateway (on a cluster node without SIP: through the SIP nodes' gateways,
+/// `sip_elsewhere`), every other domain through XMPP server-to-server federation.
 pub struct FederationRouter {
     pub federation: Arc<crate::federation::Federation>,
     pub xmpp: Arc<dyn RemoteRouter>,
     pub sip: Option<Arc<Gateway>>,
+    pub sip_elsewhere: Option<Arc<RemoteGateways>>,
 }
 
 impl RemoteRouter for FederationRouter {
@@ -273,9 +284,14 @@ impl RemoteRouter for FederationRouter {
             .get_attr("to")
             .and_then(|t| Jid::parse(t).ok())
             .map(|j| j.domain().to_string());
-        if let (Some(gw), Some(d)) = (&self.sip, &domain) {
+        if let Some(d) = &domain {
             if self.federation.view().sip_peer(d).is_some() {
-                return gw.send(stanza);
+                if let Some(gw) = &self.sip {
+                    return gw.send(stanza);
+                }
+                if let Some(others) = &self.sip_elsewhere {
+                    return others.send(stanza);
+                }
             }
         }
         self.xmpp.send(stanza)
