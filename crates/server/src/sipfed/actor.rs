@@ -1811,7 +1811,8 @@ impl Actor {
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
-        if !in_dialog {
+        // A user with a bound session exists: the store is asked only for the others.
+        if !in_dialog && !hub.sessions.has(&routed.local) {
             match hub.store.user_exists(&routed.local.to_string()).await {
                 Ok(true) => {}
                 Ok(false) => {
