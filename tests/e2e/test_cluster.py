@@ -14,13 +14,13 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from conftest import BIN, EntenteServer, free_port
+from cluster_helpers import ClusterNode, login, stop_nodes
+from conftest import EntenteServer, free_port
 from xmpp_client import (
     Client,
     avail_from,
@@ -37,48 +37,6 @@ A, B, C, D = (f"{u}@{DOMAIN}" for u in ("alice", "bob", "carol", "dave"))
 USERS = ("alice", "bob", "carol", "dave")
 NATS_IP = "127.0.0.130"
 NODE_IPS = ("127.0.0.131", "127.0.0.132", "127.0.0.133")
-
-
-class ClusterNode(EntenteServer):
-    """An Entente node listening for clients on its own loopback address."""
-
-    def __init__(self, workdir, ip, node_id, pg_url, nats_url, domain=DOMAIN, extra=""):
-        super().__init__(
-            workdir,
-            domain=domain,
-            extra_config=(
-                f'\n[database]\nurl = "{pg_url}"\n'
-                f'\n[cluster]\nnode_id = "{node_id}"\nnats_url = "{nats_url}"\n{extra}'
-            ),
-        )
-        self.host = ip
-        self.node_id = node_id
-        text = (
-            self.config.read_text()
-            .replace(f"127.0.0.1:{self.port}", f"{ip}:{self.port}")
-            .replace('level = "debug,', 'level = "debug,async_nats=info,')
-        )
-        self.config.write_text(text)
-
-    def start(self):
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(BIN), "--config", str(self.config), "serve"], stdout=log, stderr=log
-        )
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"entente exited: {self.log()[-3000:]}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"node {self.node_id} did not start listening")
-
-    def peers_seen(self, since=0):
-        """How many times this node logged meeting another node (in the log after `since`)."""
-        return self.log()[since:].count("a cluster node joined")
 
 
 def start_nodes(workdir, pg_url, nats_url, request, domain=DOMAIN, extra=lambda i, ip: ""):
@@ -102,23 +60,10 @@ def start_nodes(workdir, pg_url, nats_url, request, domain=DOMAIN, extra=lambda 
     return nodes
 
 
-def stop_nodes(nodes, request):
-    for n in nodes:
-        n.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for n in nodes:
-            print(f"\n----- node {n.node_id} log (last 8000 chars) -----\n{n.log()[-8000:]}")
-
-
 @pytest.fixture
 def cluster(workdir, pg_url, make_nats, request):
     nats = make_nats(NATS_IP)
     return start_nodes(workdir, pg_url, nats.url, request)
-
-
-def login(node, user, resource="test"):
-    return Client(node, user, f"{user}-pw", resource=resource).login()
 
 
 def test_three_nodes_route_presence_and_survive_a_killed_node(cluster, pg_url):
@@ -163,6 +108,8 @@ def test_three_nodes_route_presence_and_survive_a_killed_node(cluster, pg_url):
         # The same user on two nodes: a message to the bare JID reaches the higher priority.
         b2 = Client(n1, "bob", "bob-pw", resource="second", priority=5)
         await b2.login()
+        # Once alice has its presence, the server has it too (login does not wait for that).
+        await next_matching(a.presences, avail_from(f"{B}/second"))
         a.send_message(mto=B, mbody="to bob's best resource", mtype="chat")
         assert (await next_matching(b2.messages))["body"] == "to bob's best resource"
         await nothing_matching(b.messages, wait=0.5)

@@ -17,7 +17,7 @@ import socket
 import time
 
 from conftest import free_port
-from test_cluster import ClusterNode, login, stop_nodes
+from cluster_helpers import ClusterNode, login, stop_nodes
 from xmpp_client import Client, avail_from, befriend, error_condition, next_matching
 
 DOMAIN = "c.test"

@@ -21,13 +21,12 @@ lost. n1, restarted, takes none of them back.
 """
 import asyncio
 import re
-import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import BIN, EntenteServer
+from cluster_helpers import ClusterNode
 from sip_helpers import free_port, sip_config, tcp_peer
 from sip_peer import SipPeer, LyncEndpoint, dialog_from_response, lync_pidf
 from xmpp_client import Client, avail_from, next_matching, sub_from
@@ -56,7 +55,7 @@ def basic_of(body):
     return m.group(1) if m else None
 
 
-class SipNode(EntenteServer):
+class SipNode(ClusterNode):
     """A cluster node of a.test listening for clients on its own loopback address; with
     `sip_port`, a SIP routing node listening on ip:sip_port."""
 
@@ -70,38 +69,9 @@ class SipNode(EntenteServer):
             # No SIP here, but the same peer settings: the node knows lync.test is SIP.
             extra = (f'\n[tls]\ncert = "{cert.cert}"\nkey = "{cert.key}"\n'
                      '\n[policy]\ndefault = "ask"\n\n[sip]\nenabled = false\n' + peer_section)
-        super().__init__(
-            workdir, domain=DOMAIN,
-            extra_config=(f'\n[database]\nurl = "{pg_url}"\n'
-                          f'\n[cluster]\nnode_id = "{node_id}"\nnats_url = "{nats_url}"\n{extra}'))
-        self.host = ip
-        self.node_id = node_id
+        super().__init__(workdir, ip, node_id, pg_url, nats_url, DOMAIN, extra)
         self.trust = ca
         self.sip_port = sip_port
-        text = (self.config.read_text()
-                .replace(f"127.0.0.1:{self.port}", f"{ip}:{self.port}")
-                .replace('level = "debug,', 'level = "debug,async_nats=info,'))
-        self.config.write_text(text)
-
-    def start(self):
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(BIN), "--config", str(self.config), "serve"], stdout=log, stderr=log
-        )
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"entente exited: {self.log()[-3000:]}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"node {self.node_id} did not start listening")
-
-    def peers_seen(self, since=0):
-        """How many times this node logged meeting another node (in the log after `since`)."""
-        return self.log()[since:].count("a cluster node joined")
 
 
 def wait_for(pred, what, timeout=10):
