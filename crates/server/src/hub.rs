@@ -219,9 +219,7 @@ impl Hub {
                 .await;
         }
         let bare = to.to_bare();
-        // A user with a bound session exists: the store is asked only for the others (a
-        // store round trip per message was half of the receiving server's CPU).
-        if !self.sessions.has(&bare) && !self.store.user_exists(&bare.to_string()).await? {
+        if !self.account_exists(&bare).await? {
             return self
                 .bounce(&el, ErrorType::Cancel, "service-unavailable", None)
                 .await;
@@ -1459,6 +1457,16 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Whether the local account `bare` exists. A user with a bound session does: the store is
+    /// asked only for the others (a store round trip per message was half of the receiving
+    /// server's CPU).
+    pub async fn account_exists(&self, bare: &Jid) -> Res<bool> {
+        if self.sessions.has(bare) {
+            return Ok(true);
+        }
+        self.store.user_exists(&bare.to_string()).await
     }
 
     /// Forgets the cached presence rules of `user` (after an admin changed them).

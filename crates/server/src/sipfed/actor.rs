@@ -1811,9 +1811,8 @@ impl Actor {
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
-        // A user with a bound session exists: the store is asked only for the others.
-        if !in_dialog && !hub.sessions.has(&routed.local) {
-            match hub.store.user_exists(&routed.local.to_string()).await {
+        if !in_dialog {
+            match hub.account_exists(&routed.local).await {
                 Ok(true) => {}
                 Ok(false) => {
                     return self.reject(&inc, StatusCode::NOT_FOUND, "Not Found");
